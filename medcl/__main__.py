@@ -1,0 +1,5 @@
+"""``python -m medcl``."""
+
+from medcl.cli import main
+
+raise SystemExit(main())

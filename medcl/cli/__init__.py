@@ -1,0 +1,57 @@
+"""The ``medcl`` command line. Thin: parse, call the library, print a short summary.
+
+Each sub-command lives in its own module and registers itself on ``app``. Heavy imports (torch,
+MONAI, Lightning) happen inside the commands, so ``medcl --help`` answers quickly.
+Exit codes: 0 success, 2 bad input (clear message, no traceback), 1 internal error.
+"""
+
+from __future__ import annotations
+
+import os
+
+import typer
+
+from medcl.errors import MedclInputError
+
+app = typer.Typer(
+    name="medcl",
+    help="Pretrain medical image encoders with clinical metadata as prior knowledge "
+    "(kernel decoupled uniformity).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="markdown",
+)
+
+from medcl.cli import data_commands, demo_commands, downstream_commands, pretrain_commands  # noqa: E402
+
+for _module in (data_commands, pretrain_commands, downstream_commands, demo_commands):
+    _module.register(app)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: run the app and map errors to exit codes (2 bad input, 1 internal error).
+
+    Usage errors (unknown option, missing argument) are handled by typer itself with exit code 2.
+    """
+    debug = os.environ.get("MEDCL_DEBUG") == "1"
+    try:
+        app(args=argv, prog_name="medcl")
+    except MedclInputError as err:
+        if debug:
+            raise
+        typer.secho(f"error: {err}", fg="red", err=True)
+        return 2
+    except KeyboardInterrupt:
+        typer.secho("interrupted", fg="red", err=True)
+        return 130
+    except Exception as err:  # an internal error: say so, point at MEDCL_DEBUG for the traceback
+        if debug:
+            raise
+        typer.secho(
+            f"internal error: {type(err).__name__}: {err}\n(set MEDCL_DEBUG=1 for the traceback)",
+            fg="red",
+            err=True,
+        )
+        return 1
+    return 0
