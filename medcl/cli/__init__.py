@@ -27,6 +27,12 @@ from medcl.cli import data_commands, demo_commands, downstream_commands, pretrai
 
 for _module in (data_commands, pretrain_commands, downstream_commands, demo_commands):
     _module.register(app)
+from medcl.cli import synth_commands  # noqa: E402
+
+synth_commands.register(app)
+from medcl.cli import report_commands  # noqa: E402
+
+report_commands.register(app)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,6 +43,9 @@ def main(argv: list[str] | None = None) -> int:
     debug = os.environ.get("MEDCL_DEBUG") == "1"
     try:
         app(args=argv, prog_name="medcl")
+    except SystemExit as err:  # typer's standalone mode ends every run with sys.exit(code)
+        code = err.code
+        return code if isinstance(code, int) else (0 if code is None else 1)
     except MedclInputError as err:
         if debug:
             raise

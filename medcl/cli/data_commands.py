@@ -1,9 +1,84 @@
-"""CLI commands (placeholder module: commands register here)."""
+"""CLI commands about cohorts: ``medcl validate`` and the ``medcl manifest`` builders.
+
+Only light modules are imported at the top; each command imports what it needs.
+"""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import typer
 
 
+def validate(
+    manifest: Path = typer.Argument(..., help="Manifest YAML file.", show_default=False),
+    images: bool = typer.Option(True, "--images/--no-images", help="Open every image (slower, thorough)."),
+) -> None:
+    """Check a manifest, its table and its images; print a summary or every problem.
+
+    Example: `medcl validate data_manifests/my_cohort.yaml`
+
+    Exit code 0 when the cohort is usable, 2 with one line per problem (file, row, column)
+    otherwise. Writes nothing.
+    """
+    from medcl.data.validate import format_summary, validate_manifest
+
+    summary = validate_manifest(manifest, check_images=images)
+    typer.echo(format_summary(summary))
+    typer.secho("ok: the manifest is valid", fg="green")
+
+
+manifest_app = typer.Typer(
+    help="Build a starting manifest (table.csv + manifest.yaml) from a dataset folder.",
+    no_args_is_help=True,
+)
+
+
+def _report(result) -> None:
+    typer.echo(f"wrote {result.table_path} ({result.rows} rows) and {result.manifest_path}")
+    for line in result.skipped[:20]:
+        typer.echo(f"skipped {line}")
+    if len(result.skipped) > 20:
+        typer.echo(f"... and {len(result.skipped) - 20} more skipped")
+    typer.echo(f"next: edit {result.manifest_path.name}, then run `medcl validate {result.manifest_path}`")
+
+
+@manifest_app.command("from-bids")
+def from_bids(
+    bids_dir: Path = typer.Argument(..., help="BIDS dataset folder (read only).", show_default=False),
+    out: Path = typer.Option(..., "--out", help="Output folder for table.csv and manifest.yaml."),
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing table/manifest in --out."),
+) -> None:
+    """Manifest for the T1w images of a BIDS dataset (participants.tsv gives the attributes).
+
+    Example: `medcl manifest from-bids /data/ds000001 --out manifests/ds000001`
+    """
+    from medcl.data.builders import build_from_bids
+
+    _report(build_from_bids(bids_dir, out, force=force))
+
+
+@manifest_app.command("from-dicom")
+def from_dicom(
+    dicom_dir: Path = typer.Argument(..., help="Folder tree of DICOM files (read only).", show_default=False),
+    out: Path = typer.Option(..., "--out", help="Output folder for table.csv and manifest.yaml."),
+    kind: str = typer.Option("auto", "--kind", help="2d, 3d or auto (the kind of most series)."),
+    salt: str = typer.Option(
+        "", "--salt", envvar="MEDCL_PSEUDONYM_SALT",
+        help="Secret mixed into the patient pseudonyms (recommended; keep it out of the dataset).",
+    ),
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing table/manifest in --out."),
+) -> None:
+    """Manifest with one row per DICOM series; patient ids are pseudonymised.
+
+    Example: `medcl manifest from-dicom /data/pacs_export --out manifests/pacs --salt "$SECRET"`
+    """
+    from medcl.data.builders import build_from_dicom
+
+    _report(build_from_dicom(dicom_dir, out, kind=kind, salt=salt, force=force))
+
+
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to ``app``."""
+    """Add ``validate`` and the ``manifest`` group to ``app``."""
+    app.command("validate")(validate)
+    app.add_typer(manifest_app, name="manifest")

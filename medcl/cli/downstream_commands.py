@@ -1,9 +1,200 @@
-"""CLI commands (placeholder module: commands register here)."""
+"""``medcl probe``, ``medcl finetune``, ``medcl attributes`` and ``medcl export``.
+
+Everything a diagnosis team does after pretraining: measure what the encoder learned (probes,
+fine-tuning), check which clinical attributes carry label information, and export the encoder.
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
+
+_FORMATS_HELP = "bundle | safetensors | torch-export | torchscript | onnx"
+
+
+def _parse_sizes(text: str | None) -> list[int | str] | None:
+    from medcl.errors import MedclInputError
+
+    if not text:
+        return None
+    sizes: list[int | str] = []
+    for part in text.split(","):
+        part = part.strip().lower()
+        if part == "all":
+            sizes.append("all")
+            continue
+        try:
+            value = int(part)
+        except ValueError:
+            raise MedclInputError(
+                f"--train-sizes {text!r}: expected comma-separated positive integers or 'all'"
+            ) from None
+        if value < 1:
+            raise MedclInputError(f"--train-sizes {text!r}: sizes must be positive")
+        sizes.append(value)
+    return sizes
+
+
+def probe_command(
+    run_dir: Path = typer.Argument(..., help="run directory of a finished pretraining"),
+    manifest: Path = typer.Option(..., "--manifest", "-m", help="cohort manifest (YAML) with the label"),
+    label: str = typer.Option(..., "--label", "-l", help="label to probe (a manifest label name)"),
+    train_sizes: str | None = typer.Option(
+        None, "--train-sizes", help="training patients per fold (label-efficiency curve), e.g. 50,100,all"
+    ),
+    folds: int | None = typer.Option(None, "--folds", min=2, help="outer folds (default: the manifest's)"),
+    knn: bool = typer.Option(False, "--knn", help="also run a k-nearest-neighbour probe"),
+    random_init: bool = typer.Option(
+        False, "--random-init", help="probe a randomly initialised encoder of the same spec (lower bound)"
+    ),
+    seed: int | None = typer.Option(None, "--seed", help="folds / subsampling seed (default: manifest's)"),
+    batch_size: int = typer.Option(16, "--batch-size", min=1, help="encoding batch size"),
+    device: str | None = typer.Option(None, "--device", help="cpu, cuda, cuda:1 ... (default: GPU if any)"),
+) -> None:
+    """Probe a pretrained encoder on a label: linear (and kNN) models, patient-level cross-validation.
+
+    Every subject is encoded once without augmentation; then a scaled logistic regression (class
+    labels) or ridge regression (continuous labels), its strength chosen by inner CV, is scored on
+    each outer fold. Writes RUN_DIR/probe/LABEL.json and .csv.
+
+    Example: `medcl probe runs/s3d -m data/s3d/manifest.yaml --label diagnosis --train-sizes 10,20,all --knn`
+    """
+    from medcl.train.probe import probe_run
+
+    result = probe_run(
+        run_dir,
+        manifest,
+        label,
+        train_sizes=_parse_sizes(train_sizes),
+        n_folds=folds,
+        knn=knn,
+        random_init=random_init,
+        seed=seed,
+        batch_size=batch_size,
+        device=device,
+    )
+    which = "random-init encoder" if random_init else "pretrained encoder"
+    typer.echo(
+        f"probe of {label!r} ({result.kind}) with the {which}: {result.n_subjects} subjects, "
+        f"{result.n_patients} patients, {result.n_folds} patient-level folds"
+    )
+    typer.echo(result.table())
+    for note in result.notes:
+        typer.echo(f"note: {note}")
+    name = f"{label}.random-init" if random_init else label
+    typer.echo(f"results: {run_dir / 'probe' / (name + '.json')} (+ .csv)")
+
+
+def finetune_command(
+    run_dir: Path = typer.Argument(..., help="run directory of a finished pretraining"),
+    manifest: Path = typer.Option(..., "--manifest", "-m", help="cohort manifest (YAML) with the label"),
+    label: str = typer.Option(..., "--label", "-l", help="label to fine-tune on"),
+    epochs: int = typer.Option(20, "--epochs", min=1, help="maximum epochs"),
+    patience: int = typer.Option(5, "--patience", min=1, help="early-stopping patience (epochs)"),
+    lr: float = typer.Option(1e-4, "--lr", help="encoder learning rate (the head uses 10x)"),
+    batch_size: int = typer.Option(8, "--batch-size", min=1),
+    seed: int = typer.Option(0, "--seed"),
+    accelerator: str = typer.Option("auto", "--accelerator", help="cpu, gpu or auto"),
+) -> None:
+    """Fine-tune the encoder with a linear head end to end; report test metrics.
+
+    Uses the manifest's patient-level train / val / test split, stops early on the validation
+    loss and scores the best checkpoint on the test split. Writes RUN_DIR/finetune/LABEL.json.
+
+    Example: `medcl finetune runs/s3d --manifest data/s3d/manifest.yaml --label diagnosis --epochs 10`
+    """
+    from medcl.train.finetune import finetune_run
+
+    result = finetune_run(
+        run_dir,
+        manifest,
+        label,
+        epochs=epochs,
+        patience=patience,
+        lr=lr,
+        batch_size=batch_size,
+        seed=seed,
+        accelerator=accelerator,
+    )
+    typer.echo(
+        f"fine-tuned on {label!r} ({result['kind']}): {result['n_train']} train / {result['n_val']} val / "
+        f"{result['n_test']} test subjects, {result['epochs_run']} epoch(s), "
+        f"best epoch {result['best_epoch']}"
+    )
+    for name, value in result["test"].items():
+        shown = "n/a" if value is None else f"{value:.3f}"
+        typer.echo(f"  test {name:<18} {shown}")
+    for note in result.get("notes", []):
+        typer.echo(f"note: {note}")
+    typer.echo(f"results: {result['path']}")
+
+
+def attributes_command(
+    manifest: Path = typer.Option(..., "--manifest", "-m", help="cohort manifest (YAML)"),
+    label: str = typer.Option(..., "--label", "-l", help="label to align the attributes with"),
+    combos: list[str] = typer.Option(
+        [], "--combo", help="a combination of attributes joined by '+', e.g. age+sex (repeatable)"
+    ),
+    permutations: int = typer.Option(1000, "--permutations", min=0, help="label permutations for p-values"),
+    seed: int = typer.Option(0, "--seed"),
+    max_subjects: int = typer.Option(3000, "--max-subjects", min=3, help="subsample larger cohorts"),
+    out: Path | None = typer.Option(None, "--out", "-o", help="also write the table as JSON"),
+) -> None:
+    """How well does each weak attribute's kernel align with a label? (CKA + permutation p-value)
+
+    For every attribute (and each --combo) the centered kernel alignment between its prior kernel
+    (fitted on the labelled subjects) and the label's kernel (delta for classes, RBF for
+    continuous), with a permutation p-value. High CKA and small p: the attribute carries label
+    information and is a promising prior.
+
+    Example: `medcl attributes --manifest data/s3d/manifest.yaml --label diagnosis --combo age+sex`
+    """
+    from medcl.atomic import write_json
+    from medcl.data.cohort import Cohort
+    from medcl.diagnostics import attribute_alignment
+
+    cohort = Cohort.from_manifest(manifest, check_files=False)
+    report = attribute_alignment(
+        cohort, label, combos=combos, permutations=permutations, seed=seed, max_subjects=max_subjects
+    )
+    typer.echo(report.table())
+    if out is not None:
+        write_json(out, report.to_dict())
+        typer.echo(f"written: {out}")
+
+
+def export_command(
+    run_dir: Path = typer.Argument(..., help="run directory of a finished pretraining"),
+    fmt: str = typer.Option("bundle", "--format", "-f", help=_FORMATS_HELP),
+    out: Path | None = typer.Option(
+        None, "--out", "-o", help="target (a folder for bundle); default RUN_DIR/export/encoder*"
+    ),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing target"),
+) -> None:
+    """Export the run's encoder; the artifact is reloaded and checked against the encoder first.
+
+    Formats: bundle (MONAI bundle folder; recommended), safetensors (+ .json spec),
+    torch-export (.pt2), torchscript (.pt; code: load only from trusted sources), onnx.
+    Load any of them with `medcl.load_encoder(path)`.
+
+    Example: `medcl export runs/s3d --format bundle --out exports/s3d_bundle`
+    """
+    from medcl.errors import MedclInputError
+    from medcl.export import FORMATS, export_encoder
+
+    if fmt not in FORMATS:
+        raise MedclInputError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
+    path = export_encoder(run_dir, fmt, out, overwrite=overwrite)  # type: ignore[arg-type]
+    typer.echo(f"exported {fmt} encoder (round-trip checked): {path}")
+    if fmt == "safetensors":
+        typer.echo(f"  architecture + input spec: {path.with_suffix('.json')}")
+    typer.echo(f"load it with: medcl.load_encoder({str(path)!r})")
 
 
 def register(app: typer.Typer) -> None:
     """Add this module's commands to ``app``."""
+    app.command("probe")(probe_command)
+    app.command("finetune")(finetune_command)
+    app.command("attributes")(attributes_command)
+    app.command("export")(export_command)

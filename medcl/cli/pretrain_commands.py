@@ -1,9 +1,96 @@
-"""CLI commands (placeholder module: commands register here)."""
+"""``medcl pretrain`` and ``medcl prior vae``."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
+
+prior_app = typer.Typer(
+    help="Build prior embeddings of a cohort (e.g. a VAE latent) to use as a kernel attribute.",
+    no_args_is_help=True,
+)
+
+
+def pretrain_command(
+    config: Path | None = typer.Option(None, "--config", "-c", help="pretraining config (YAML)"),
+    overrides: list[str] = typer.Option(
+        [], "--set", help="override a config key, dotted, value as YAML: --set optimizer.lr=0.01"
+    ),
+    out: Path | None = typer.Option(None, "--out", "-o", help="new run directory (default runs/<name>)"),
+    resume: Path | None = typer.Option(None, "--resume", help="continue the run in this directory"),
+) -> None:
+    """Pretrain an encoder (kernel decoupled uniformity or a baseline) and write a run directory.
+
+    Example: `medcl pretrain --config pipelines/synthetic_3d.yaml --set epochs=5 --out runs/s3d`
+    ; continue it later with `medcl pretrain --resume runs/s3d`.
+    """
+    from medcl.errors import MedclInputError
+
+    if resume is None and config is None:
+        raise MedclInputError("give --config FILE for a new run, or --resume RUN_DIR to continue one")
+    if resume is not None and (config is not None or out is not None):
+        raise MedclInputError("--resume continues a run with its own config: do not combine it with --config/--out")
+
+    from medcl.train.module import NonFiniteLossError
+    from medcl.train.pretrain import pretrain, resume as resume_run
+
+    try:
+        if resume is not None:
+            run = resume_run(resume, overrides)
+        else:
+            from medcl.train.config import load_config
+
+            cfg = load_config(config, overrides)
+            if out is None:
+                import time
+
+                out = Path("runs") / f"{config.stem}-{cfg.method}-{time.strftime('%Y%m%d-%H%M%S')}"
+            run = pretrain(cfg, out)
+    except NonFiniteLossError as err:
+        typer.secho(f"error: training diverged: {err}", fg="red", err=True)
+        raise typer.Exit(1) from None
+    if not run.summary_path.is_file():  # a non-zero DDP rank: rank 0 reports
+        return
+    s = run.summary()
+    loss = s.get("final_loss")
+    typer.echo(
+        f"pretrained {s['encoder']['arch']} with {s['method']}: {s['epochs']} epochs, {s['steps']} steps, "
+        f"final loss {loss if loss is None else round(loss, 4)}, {s['wall_time_s']} s\n"
+        f"run directory: {run.path}\n"
+        f"  encoder:    {run.encoder_weights}  (+ encoder.json)\n"
+        f"  checkpoint: {run.last_checkpoint}\n"
+        f"  metrics:    {run.metrics_path}  (TensorBoard: tensorboard --logdir {run.tb_dir})\n"
+        f"  loss curve: {run.loss_plot}"
+    )
+
+
+@prior_app.command("vae")
+def prior_vae_command(
+    manifest: Path = typer.Option(..., "--manifest", "-m", help="cohort manifest (YAML)"),
+    out: Path = typer.Option(..., "--out", "-o", help="features file to write (.csv, .tsv or .parquet)"),
+    epochs: int = typer.Option(20, "--epochs", min=1),
+    latent_dim: int = typer.Option(16, "--latent-dim", min=1),
+    batch_size: int = typer.Option(16, "--batch-size", min=1),
+    lr: float = typer.Option(1e-3, "--lr"),
+    seed: int = typer.Option(0, "--seed"),
+) -> None:
+    """Train a variational auto-encoder on the cohort's images; write per-subject latent means.
+
+    Declare the file in the manifest as an embedding attribute to use it in the prior kernel:
+    `{name: vae, type: embedding, features: vae.csv}`.
+
+    Example: `medcl prior vae --manifest data/manifest.yaml --out data/vae.csv --epochs 30`
+    """
+    from medcl.prior.vae import VAEOptions, fit_vae_prior
+
+    path = fit_vae_prior(manifest, out, VAEOptions(epochs=epochs, latent_dim=latent_dim,
+                                                   batch_size=batch_size, lr=lr, seed=seed))
+    typer.echo(f"wrote {latent_dim}-d VAE latent means per subject to {path}\n"
+               f"use it in the manifest: {{name: vae, type: embedding, features: {path.name}}}")
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to ``app``."""
+    """Add ``pretrain`` and the ``prior`` group to ``app``."""
+    app.command("pretrain")(pretrain_command)
+    app.add_typer(prior_app, name="prior")

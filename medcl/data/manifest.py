@@ -2,7 +2,8 @@
 
 A manifest points at a table (CSV, TSV or Parquet) and names its columns: subject id, patient id
 (for leakage-free splits), image path, weak attributes (prior knowledge for the kernel), downstream
-labels and the split. Paths resolve relative to the manifest and may not escape ``data_root``.
+labels and the split. Paths resolve relative to the manifest; image paths read from the table
+may not escape ``data_root`` (default: the manifest's folder).
 
 Example::
 
@@ -41,6 +42,13 @@ DEFAULT_KERNEL: dict[str, KernelName] = {
     "binary": "delta",
     "embedding": "cosine",
 }
+
+
+def _scalar_text(v: object) -> object:
+    """Numbers written in YAML (``1``, ``2.5``) as the text a table cell would hold."""
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        return v
+    return str(int(v)) if float(v).is_integer() else str(v)
 
 
 class _Strict(BaseModel):
@@ -98,6 +106,12 @@ class AttributeSpec(_Strict):
         None, description="embedding only: CSV/TSV/Parquet/NPZ feature file keyed by subject id"
     )
 
+    @field_validator("categories", mode="before")
+    @classmethod
+    def _categories_as_text(cls, v: object) -> object:
+        # YAML reads `categories: [0, 1]` as numbers; table cells are compared as text.
+        return [_scalar_text(c) for c in v] if isinstance(v, list) else v
+
     @property
     def source_column(self) -> str:
         return self.column or self.name
@@ -112,6 +126,14 @@ class AttributeSpec(_Strict):
             raise ValueError(f"attribute {self.name!r}: type embedding needs a 'features' file")
         if self.type != "embedding" and self.features:
             raise ValueError(f"attribute {self.name!r}: 'features' is only for type embedding")
+        if self.categories is not None and self.type not in ("categorical", "binary"):
+            raise ValueError(f"attribute {self.name!r}: 'categories' is only for categorical/binary")
+        if self.categories is not None and len(set(map(str, self.categories))) != len(self.categories):
+            raise ValueError(f"attribute {self.name!r}: 'categories' has repeated values")
+        if self.type == "binary" and self.categories is not None and len(self.categories) != 2:
+            raise ValueError(
+                f"attribute {self.name!r}: a binary attribute has exactly 2 categories, got {self.categories}"
+            )
         if self.type in ("categorical", "binary") and self.kernel_name != "delta":
             raise ValueError(f"attribute {self.name!r}: {self.type} attributes use the delta kernel")
         if self.type == "continuous" and self.kernel_name not in ("rbf",):
@@ -128,6 +150,11 @@ class LabelSpec(_Strict):
     column: str | None = None
     type: LabelType
     positive: str | None = Field(None, description="binary: the value that counts as positive")
+
+    @field_validator("positive", mode="before")
+    @classmethod
+    def _positive_as_text(cls, v: object) -> object:
+        return _scalar_text(v)
 
     @property
     def source_column(self) -> str:
@@ -194,10 +221,12 @@ class Manifest(_Strict):
             raise ValueError(f"label names must be unique, repeated: {sorted(dup)}")
         if self.split.stratify is not None and self.split.stratify not in lnames:
             raise ValueError(f"split.stratify names {self.split.stratify!r}, not a label ({lnames})")
-        if self.image.kind == "2d" and len(self.preprocessing.size) != 2:
-            raise ValueError(f"preprocessing.size must have 2 values for 2d images, got {self.preprocessing.size}")
-        if self.image.kind == "3d" and len(self.preprocessing.size) != 3:
-            raise ValueError(f"preprocessing.size must have 3 values for 3d images, got {self.preprocessing.size}")
+        dims = self.image.spatial_dims
+        if len(self.preprocessing.size) != dims:
+            raise ValueError(
+                f"preprocessing.size must have {dims} values for {self.image.kind} images, "
+                f"got {self.preprocessing.size}"
+            )
         if self.preprocessing.spacing is not None and len(self.preprocessing.spacing) != len(
             self.preprocessing.size
         ):
@@ -211,7 +240,7 @@ class Manifest(_Strict):
 
     @property
     def root(self) -> Path:
-        """Data root: no image or table may resolve outside it."""
+        """Data root: no image path read from the table may resolve outside it."""
         if self.data_root is None:
             return self.base_dir
         return (self.base_dir / self.data_root).resolve()
@@ -228,7 +257,8 @@ class Manifest(_Strict):
         for a in self.attributes:
             if a.name == name:
                 return a
-        raise MedclInputError(f"no attribute {name!r} in manifest; known: {[a.name for a in self.attributes]}")
+        known = [a.name for a in self.attributes]
+        raise MedclInputError(f"no attribute {name!r} in manifest; known: {known}")
 
     def label(self, name: str) -> LabelSpec:
         for lab in self.labels:
@@ -251,7 +281,9 @@ def _format_pydantic(err: ValidationError, source: str) -> list[str]:
 def parse_manifest(data: dict, source: str = "manifest", path: Path | None = None) -> Manifest:
     """Validate a manifest given as a dict; every schema problem is reported at once."""
     if not isinstance(data, dict):
-        raise MedclInputError(f"{source}: expected a YAML mapping at the top level, got {type(data).__name__}")
+        raise MedclInputError(
+            f"{source}: expected a YAML mapping at the top level, got {type(data).__name__}"
+        )
     try:
         m = Manifest.model_validate(data)
     except ValidationError as err:

@@ -1,0 +1,522 @@
+"""A cohort: the manifest joined with its table, parsed and checked once.
+
+``Cohort.from_manifest`` reads the table, resolves image paths (refusing any that leaves the data
+root), parses attributes and labels according to the manifest, and checks the split. Every
+problem found is collected and raised together as :class:`~medcl.errors.InputProblems`, each line
+naming the file, row (counted from 1 at the first data row) and column. The result is read-only:
+accessors return fresh arrays.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from medcl.data.manifest import AttributeSpec, LabelSpec, Manifest, load_manifest
+from medcl.data.splits import SPLIT_NAMES, folds_to_split, group_kfold, split_problems
+from medcl.data.tables import as_text, read_features, read_table
+from medcl.errors import InputProblems, MedclInputError
+
+if TYPE_CHECKING:
+    from medcl.kernels import KernelTerm, PriorKernel
+
+#: At most this many rows are listed per column and kind of problem; the rest are counted.
+MAX_ROWS_PER_PROBLEM = 5
+
+
+@dataclass(frozen=True)
+class _Attribute:
+    spec: AttributeSpec
+    values: np.ndarray  # (n, k) float32, NaN where missing
+    categories: list[str] | None
+
+
+@dataclass(frozen=True)
+class _Label:
+    spec: LabelSpec
+    values: np.ndarray  # (n,) float64, NaN where missing
+    classes: list[str] | None
+
+
+def _readonly(a: np.ndarray) -> np.ndarray:
+    a.setflags(write=False)
+    return a
+
+
+def _sorted_values(values: set[str]) -> list[str]:
+    """Sort category values numerically when they all look like numbers, else as text."""
+    try:
+        return sorted(values, key=float)
+    except ValueError:
+        return sorted(values)
+
+
+class _Problems:
+    """Collects problem lines; per-row problems are capped per (where, what)."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def add(self, line: str) -> None:
+        self.lines.append(line)
+
+    def rows(self, where: str, bad: list[tuple[int, str]], what: str) -> None:
+        """``bad``: (row index, description) pairs for one column and kind of problem."""
+        for i, desc in bad[:MAX_ROWS_PER_PROBLEM]:
+            self.lines.append(f"{where}: row {i + 1}: {desc}")
+        if len(bad) > MAX_ROWS_PER_PROBLEM:
+            self.lines.append(f"{where}: ... and {len(bad) - MAX_ROWS_PER_PROBLEM} more row(s) with {what}")
+
+
+def _parse_numbers(texts: list[str | None], where: str, problems: _Problems) -> np.ndarray:
+    out = np.full(len(texts), np.nan)
+    bad: list[tuple[int, str]] = []
+    for i, t in enumerate(texts):
+        if t is None:
+            continue
+        try:
+            v = float(t)
+        except ValueError:
+            bad.append((i, f"{t!r} is not a number"))
+            continue
+        if not np.isfinite(v):
+            bad.append((i, f"{t!r} is not a finite number"))
+            continue
+        out[i] = v
+    problems.rows(where, bad, "non-numeric values")
+    return out
+
+
+def _parse_categories(
+    texts: list[str | None], spec: AttributeSpec, where: str, problems: _Problems
+) -> tuple[np.ndarray, list[str]]:
+    observed = {t for t in texts if t is not None}
+    if spec.categories is not None:
+        categories = [str(c) for c in spec.categories]
+        unknown = [(i, f"unknown category {t!r}; expected one of {categories}")
+                   for i, t in enumerate(texts) if t is not None and t not in categories]
+        problems.rows(where, unknown, "unknown categories")
+    else:
+        categories = _sorted_values(observed)
+        if spec.type == "binary" and len(categories) > 2:
+            problems.add(f"{where}: binary attribute has {len(categories)} distinct values "
+                         f"{categories[:10]}; expected at most 2 (use type categorical?)")
+    index = {c: k for k, c in enumerate(categories)}
+    codes = np.array([index.get(t, np.nan) if t is not None else np.nan for t in texts], dtype=float)
+    return codes, categories
+
+
+def _parse_label(
+    texts: list[str | None], spec: LabelSpec, where: str, problems: _Problems
+) -> tuple[np.ndarray, list[str] | None]:
+    name = spec.name
+    if spec.type == "continuous":
+        values = _parse_numbers(texts, where, problems)
+        known = values[~np.isnan(values)]
+        if len(known) == 0:
+            problems.add(f"{where}: label {name!r} is missing for every subject")
+        elif len(np.unique(known)) == 1:
+            problems.add(f"{where}: label {name!r} has a single value ({known[0]:g}) for every subject")
+        return values, None
+    observed = _sorted_values({t for t in texts if t is not None})
+    if not observed:
+        problems.add(f"{where}: label {name!r} is missing for every subject")
+        return np.full(len(texts), np.nan), []
+    if spec.type == "binary" and spec.positive is not None:
+        pos = str(spec.positive)
+        negatives = [c for c in observed if c != pos]
+        if pos not in observed:
+            problems.add(f"{where}: label {name!r}: the positive value {pos!r} never appears; "
+                         f"values are {observed[:10]}")
+        classes = [negatives[0] if len(negatives) == 1 else f"not {pos}", pos]
+        values = np.array([np.nan if t is None else float(t == pos) for t in texts])
+    else:
+        classes = observed
+        if spec.type == "binary" and len(observed) > 2:
+            problems.add(f"{where}: binary label {name!r} has {len(observed)} values {observed[:10]}; "
+                         "set 'positive' or use type multiclass")
+        index = {c: k for k, c in enumerate(classes)}
+        values = np.array([np.nan if t is None else float(index[t]) for t in texts])
+    present = np.unique(values[~np.isnan(values)])
+    if len(present) < 2:
+        problems.add(f"{where}: label {name!r} has only one class ({classes[int(present[0])]!r}) "
+                     "among the subjects; a label needs at least two")
+    return values, classes
+
+
+class Cohort:
+    """Subjects of a manifest: ids, image paths, parsed attributes, labels and the split.
+
+    Build with :meth:`from_manifest`. ``table`` is the table as read (rows in file order).
+    """
+
+    def __init__(
+        self,
+        manifest: Manifest,
+        table: pd.DataFrame,
+        subject_ids: list[str],
+        patient_ids: list[str],
+        image_paths: list[Path],
+        attributes: dict[str, _Attribute],
+        labels: dict[str, _Label],
+        split_column: np.ndarray | None,
+    ) -> None:
+        self._manifest = manifest
+        self._table = table
+        self._subject_ids = list(subject_ids)
+        self._patient_ids = list(patient_ids)
+        self._image_paths = list(image_paths)
+        self._attributes = attributes
+        self._labels = labels
+        self._split_column = split_column
+        self._folds_cache: dict[tuple[int, int], np.ndarray] = {}
+
+    # -- construction -------------------------------------------------------------------------
+    @classmethod
+    def from_manifest(cls, source: str | Path | Manifest, *, check_files: bool = True) -> Cohort:
+        """Load a manifest (path or :class:`Manifest`) and join it with its table.
+
+        ``check_files`` also checks that every image path exists (a cheap ``stat``; opening
+        the images is :func:`medcl.data.validate.validate_manifest`'s job).
+
+        Raises:
+            MedclInputError: the manifest or table cannot be read.
+            InputProblems: every problem found in the table, one line each.
+        """
+        manifest = source if isinstance(source, Manifest) else load_manifest(source)
+        cohort, problems = parse_cohort(manifest, check_files=check_files)
+        if problems or cohort is None:
+            raise InputProblems(problems, header=f"invalid cohort {manifest.path or manifest.name}")
+        return cohort
+
+    # -- basic accessors ----------------------------------------------------------------------
+    @property
+    def manifest(self) -> Manifest:
+        return self._manifest
+
+    @property
+    def table(self) -> pd.DataFrame:
+        """The table as read, in file order (a copy)."""
+        return self._table.copy()
+
+    def __len__(self) -> int:
+        return len(self._subject_ids)
+
+    def __repr__(self) -> str:
+        return (f"Cohort(name={self._manifest.name!r}, subjects={len(self)}, "
+                f"patients={len(set(self._patient_ids))}, kind={self._manifest.image.kind!r})")
+
+    @property
+    def subject_ids(self) -> list[str]:
+        return list(self._subject_ids)
+
+    @property
+    def patient_ids(self) -> list[str]:
+        return list(self._patient_ids)
+
+    @property
+    def image_paths(self) -> list[Path]:
+        return list(self._image_paths)
+
+    @property
+    def attribute_names(self) -> list[str]:
+        return [a.name for a in self._manifest.attributes]
+
+    @property
+    def label_names(self) -> list[str]:
+        return [lab.name for lab in self._manifest.labels]
+
+    # -- attributes ---------------------------------------------------------------------------
+    def _attribute(self, name: str) -> _Attribute:
+        if name not in self._attributes:
+            raise MedclInputError(f"no attribute {name!r} in manifest; known: {self.attribute_names}")
+        return self._attributes[name]
+
+    def attribute_categories(self, name: str) -> list[str] | None:
+        """Categories of a categorical/binary attribute, in code order (None otherwise)."""
+        cats = self._attribute(name).categories
+        return None if cats is None else list(cats)
+
+    def attribute_matrix(
+        self, names: list[str] | None = None
+    ) -> tuple[np.ndarray, np.ndarray, list[KernelTerm]]:
+        """Attributes as one matrix, for the prior kernel.
+
+        Args:
+            names: attribute names (default: all, in manifest order).
+
+        Returns:
+            values: (n, p) float32, NaN where missing. Continuous and categorical/binary
+                attributes take one column (value / category code), an embedding ``k`` columns.
+            missing: (n, p) bool; a subject misses an attribute when any of its columns is NaN,
+                and then all of that attribute's columns are marked missing.
+            terms: one :class:`medcl.kernels.KernelTerm` per attribute, naming its columns.
+        """
+        from medcl.kernels import KernelTerm
+
+        names = self.attribute_names if names is None else list(names)
+        blocks, masks, terms = [], [], []
+        start = 0
+        for name in names:
+            attr = self._attribute(name)
+            block = attr.values
+            miss = np.isnan(block).any(axis=1, keepdims=True)
+            blocks.append(block)
+            masks.append(np.broadcast_to(miss, block.shape))
+            stop = start + block.shape[1]
+            spec = attr.spec
+            terms.append(KernelTerm(spec.name, spec.kernel_name, start, stop,
+                                    bandwidth=spec.bandwidth, weight=spec.weight))
+            start = stop
+        n = len(self)
+        values = np.concatenate(blocks, axis=1).astype(np.float32) if blocks else np.zeros((n, 0), np.float32)
+        missing = np.concatenate(masks, axis=1) if masks else np.zeros((n, 0), bool)
+        values = values.copy()
+        values[missing] = np.nan
+        return values, missing.copy(), terms
+
+    def prior_kernel(self, names: list[str] | None = None) -> PriorKernel:
+        """An unfitted :class:`medcl.kernels.PriorKernel` over these attributes."""
+        from medcl.kernels import PriorKernel
+
+        _, _, terms = self.attribute_matrix(names)
+        return PriorKernel(terms, combine=self._manifest.kernel_combine)
+
+    # -- labels -------------------------------------------------------------------------------
+    def _label(self, name: str) -> _Label:
+        if name not in self._labels:
+            raise MedclInputError(f"no label {name!r} in manifest; known: {self.label_names}")
+        return self._labels[name]
+
+    def label(self, name: str) -> np.ndarray:
+        """(n,) float64: binary 0/1, multiclass code, or continuous value; NaN where missing."""
+        return self._label(name).values.copy()
+
+    def label_classes(self, name: str) -> list[str] | None:
+        """Class names in code order (binary: [negative, positive]); None for continuous."""
+        classes = self._label(name).classes
+        return None if classes is None else list(classes)
+
+    # -- splits -------------------------------------------------------------------------------
+    def folds(self, k: int | None = None, seed: int | None = None) -> np.ndarray:
+        """(n,) int64 patient-level fold per subject (default: the manifest's folds and seed).
+
+        Stratified on the manifest's ``split.stratify`` label when set. Ignores a split column:
+        use it for cross-validation over the whole cohort.
+        """
+        spec = self._manifest.split
+        k = spec.folds if k is None else int(k)
+        seed = spec.seed if seed is None else int(seed)
+        key = (k, seed)
+        if key not in self._folds_cache:
+            y = self.label(spec.stratify) if spec.stratify else None
+            self._folds_cache[key] = _readonly(group_kfold(self._patient_ids, k, seed=seed, y=y))
+        return self._folds_cache[key].copy()
+
+    def split(self) -> np.ndarray:
+        """(n,) object array of ``"train"`` / ``"val"`` / ``"test"`` per subject, patient-level."""
+        if self._split_column is not None:
+            return self._split_column.copy()
+        spec = self._manifest.split
+        return folds_to_split(self.folds(), spec.val_folds, spec.test_folds)
+
+    def indices(self, split: str) -> np.ndarray:
+        """Row indices of the subjects in ``split`` (``"train"``, ``"val"`` or ``"test"``)."""
+        if split not in SPLIT_NAMES:
+            raise MedclInputError(f"split must be one of {list(SPLIT_NAMES)}, got {split!r}")
+        return np.flatnonzero(self.split() == split)
+
+    # -- summary ------------------------------------------------------------------------------
+    def summary(self) -> dict[str, Any]:
+        """Counts, per-split sizes, label balance, attribute ranges and missing rates (no ids)."""
+        split = self.split()
+        out: dict[str, Any] = {
+            "name": self._manifest.name,
+            "image_kind": self._manifest.image.kind,
+            "subjects": len(self),
+            "patients": len(set(self._patient_ids)),
+            "splits": {s: int((split == s).sum()) for s in SPLIT_NAMES},
+            "split_method": self._manifest.split.method,
+            "labels": {},
+            "attributes": {},
+        }
+        for name, lab in self._labels.items():
+            v = lab.values
+            entry: dict[str, Any] = {"type": lab.spec.type, "missing": int(np.isnan(v).sum())}
+            if lab.classes is None:
+                known = v[~np.isnan(v)]
+                entry.update(min=float(known.min()), max=float(known.max()), mean=float(known.mean()))
+            else:
+                entry["counts"] = {c: int((v == k).sum()) for k, c in enumerate(lab.classes)}
+            out["labels"][name] = entry
+        for name, attr in self._attributes.items():
+            miss = np.isnan(attr.values).any(axis=1)
+            entry = {"type": attr.spec.type, "missing_rate": float(miss.mean())}
+            if attr.spec.type == "continuous":
+                known = attr.values[~miss, 0]
+                entry.update(min=float(known.min()), max=float(known.max()), mean=float(known.mean()))
+            elif attr.categories is not None:
+                codes = attr.values[:, 0]
+                entry["counts"] = {c: int((codes == k).sum()) for k, c in enumerate(attr.categories)}
+            else:
+                entry["dim"] = int(attr.values.shape[1])
+            out["attributes"][name] = entry
+        return out
+
+
+def _required_columns(m: Manifest) -> list[tuple[str, str]]:
+    cols = [(m.subject_column, "subject_column"), (m.image.column, "image.column")]
+    if m.patient_column:
+        cols.append((m.patient_column, "patient_column"))
+    cols += [(a.source_column, f"attribute {a.name!r}") for a in m.attributes if a.type != "embedding"]
+    cols += [(lab.source_column, f"label {lab.name!r}") for lab in m.labels]
+    if m.split.method == "column" and m.split.column:
+        cols.append((m.split.column, "split.column"))
+    return cols
+
+
+def parse_cohort(manifest: Manifest, *, check_files: bool = True) -> tuple[Cohort | None, list[str]]:
+    """Join a manifest with its table, collecting every problem instead of stopping at the first.
+
+    Returns ``(cohort, problems)``. When ``problems`` is not empty the cohort is partial (some
+    attributes, labels or paths could not be parsed) and must not be used for training. A problem
+    with the table file itself (missing, unreadable, empty) is returned alone, with no cohort.
+    """
+    problems = _Problems()
+    try:
+        # The table and feature files are named by the manifest's author, so only paths read
+        # from the table (images) are held inside the data root.
+        table = read_table(manifest.base_dir / manifest.table)
+    except MedclInputError as err:
+        return None, [str(err)]
+    tname = manifest.table
+    n = len(table)
+
+    missing_cols = [(c, why) for c, why in _required_columns(manifest) if c not in table.columns]
+    for col, why in missing_cols:
+        problems.add(f"{tname}: no column {col!r} (named by {why}); columns are {list(table.columns)}")
+    absent = {c for c, _ in missing_cols}
+
+    def col_where(col: str) -> str:
+        return f"{tname}, column {col!r}"
+
+    # ids
+    subject_ids: list[str] = [""] * n
+    if manifest.subject_column not in absent:
+        texts = as_text(table[manifest.subject_column])
+        where = col_where(manifest.subject_column)
+        problems.rows(where, [(i, "missing subject id") for i, t in enumerate(texts) if t is None],
+                      "missing subject ids")
+        subject_ids = [t or "" for t in texts]
+        rows_by_id: dict[str, list[int]] = {}
+        for i, s in enumerate(subject_ids):
+            if s:
+                rows_by_id.setdefault(s, []).append(i)
+        dups = [rows for rows in rows_by_id.values() if len(rows) > 1]
+        problems.rows(where, [(rows[0], "subject id repeated in rows " + ", ".join(str(r + 1) for r in rows))
+                              for rows in dups], "repeated subject ids")
+    patient_ids = list(subject_ids)
+    if manifest.patient_column and manifest.patient_column not in absent:
+        texts = as_text(table[manifest.patient_column])
+        problems.rows(col_where(manifest.patient_column),
+                      [(i, "missing patient id") for i, t in enumerate(texts) if t is None],
+                      "missing patient ids")
+        patient_ids = [t or "" for t in texts]
+
+    # images
+    image_paths: list[Path] = [Path()] * n
+    if manifest.image.column not in absent:
+        where = col_where(manifest.image.column)
+        bad: list[tuple[int, str]] = []
+        escaped: list[tuple[int, str]] = []
+        for i, t in enumerate(as_text(table[manifest.image.column])):
+            if t is None:
+                bad.append((i, "missing image path"))
+                continue
+            try:
+                p = manifest.resolve(t, "image path")
+            except MedclInputError as err:
+                escaped.append((i, str(err)))
+                continue
+            image_paths[i] = p
+            if check_files and not p.exists():
+                bad.append((i, f"image {t!r} does not exist ({p})"))
+        problems.rows(where, escaped, "paths outside the data root")
+        problems.rows(where, bad, "missing images")
+
+    # attributes
+    attributes: dict[str, _Attribute] = {}
+    for spec in manifest.attributes:
+        if spec.type == "embedding":
+            attr = _parse_embedding(manifest, spec, subject_ids, problems)
+        elif spec.source_column in absent:
+            continue
+        else:
+            texts = as_text(table[spec.source_column])
+            where = col_where(spec.source_column)
+            if spec.type == "continuous":
+                attr = _Attribute(spec, _parse_numbers(texts, where, problems)[:, None], None)
+            else:
+                codes, cats = _parse_categories(texts, spec, where, problems)
+                attr = _Attribute(spec, codes[:, None], cats)
+            if all(t is None for t in texts):
+                problems.add(f"{where}: attribute {spec.name!r} is missing for every subject")
+        if attr is not None:
+            attributes[spec.name] = _Attribute(attr.spec, _readonly(attr.values.astype(np.float32)),
+                                               attr.categories)
+
+    # labels
+    labels: dict[str, _Label] = {}
+    for lspec in manifest.labels:
+        if lspec.source_column in absent:
+            continue
+        values, classes = _parse_label(as_text(table[lspec.source_column]), lspec,
+                                       col_where(lspec.source_column), problems)
+        labels[lspec.name] = _Label(lspec, _readonly(values), classes)
+
+    # split
+    split_column = None
+    spec = manifest.split
+    if spec.method == "column" and spec.column and spec.column not in absent:
+        raw = as_text(table[spec.column])
+        for line in split_problems(raw, patient_ids, where=col_where(spec.column)):
+            problems.add(line)
+        split_column = _readonly(np.array([t or "" for t in raw], dtype=object))
+    elif spec.method == "group_kfold":
+        n_patients = len(set(patient_ids))
+        if n_patients < spec.folds:
+            problems.add(f"{tname}: split needs {spec.folds} patient-level folds but the table has "
+                         f"{n_patients} patient(s); lower split.folds")
+
+    cohort = Cohort(manifest, table, subject_ids, patient_ids, image_paths, attributes, labels, split_column)
+    return cohort, problems.lines
+
+
+def _parse_embedding(
+    manifest: Manifest, spec: AttributeSpec, subject_ids: list[str], problems: _Problems
+) -> _Attribute | None:
+    assert spec.features is not None
+    try:
+        ids, feats = read_features(manifest.base_dir / spec.features, manifest.subject_column)
+    except MedclInputError as err:
+        problems.add(f"attribute {spec.name!r}: {err}")
+        return None
+    row = {s: i for i, s in enumerate(ids)}
+    values = np.full((len(subject_ids), feats.shape[1]), np.nan, dtype=np.float32)
+    found = 0
+    for i, s in enumerate(subject_ids):
+        j = row.get(s)
+        if j is not None:
+            values[i] = feats[j]
+            found += 1
+    if found == 0 or np.isnan(values).any(axis=1).all():
+        problems.add(f"attribute {spec.name!r}: feature file {spec.features} has no usable row for any "
+                     f"subject of the table (ids are matched on {manifest.subject_column!r})")
+    return _Attribute(spec, values, None)
+
+
+__all__ = ["Cohort", "parse_cohort"]

@@ -1,0 +1,362 @@
+"""Prior kernels on subjects' weak attributes (clinical metadata, prior embeddings).
+
+A :class:`PriorKernel` combines one :class:`KernelTerm` per attribute. Each term reads the
+columns ``[start, stop)`` of the (n, p) attribute matrix built by ``Cohort.attribute_matrix``:
+
+- ``rbf``: ``exp(-||a - b||^2 / (2 bandwidth^2))`` (a continuous attribute: one column; an
+  embedding: k columns). Without a given bandwidth, :meth:`PriorKernel.fit` sets it by the
+  median heuristic (below).
+- ``delta``: ``1[a == b]`` on integer category codes stored as floats (all columns equal).
+- ``cosine``: ``<a, b> / (|a| |b|)`` on vectors (0 for a zero vector).
+
+Terms combine as a product (default) or a weighted sum with weights normalised to sum to 1;
+both keep K positive semi-definite.
+
+Median heuristic. For a term without a bandwidth, sigma is the median of the Euclidean
+distances ``||a_i - a_j||`` over all unordered pairs i < j of the non-missing training rows
+(tied values included), computed on at most 2000 rows (a deterministic subsample, seed 0, when
+there are more). If that median is 0 (more than half the pairs tied), the median of the
+non-zero distances is used; if every distance is 0, sigma = 1.
+
+Missing values (mean-embedding imputation). A subject missing an attribute (any of the term's
+columns flagged in ``missing`` or NaN) gets the mean feature map of the training values, so
+``k(i, j) = mean_b k(b, a_j)`` for i missing and ``k(i, i') = mean_{b, b'} k(b, b')`` when both
+are. The means run over a compact training reference stored by :meth:`PriorKernel.fit`: for
+``delta`` the training categories and their frequencies (exact); for ``rbf`` / ``cosine`` on one
+column the 256 quantiles at levels (k + 1/2)/256 of the training values (all values when there
+are at most 256); on vectors a deterministic subsample (seed 0) of 256 training rows (all rows
+when at most 256). Since a missing subject is a feature map like any other, K stays PSD.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from medcl.errors import MedclInputError
+
+KernelKind = Literal["rbf", "delta", "cosine"]
+KERNEL_KINDS: tuple[str, ...] = ("rbf", "delta", "cosine")
+COMBINE_MODES: tuple[str, ...] = ("product", "sum")
+
+_REFERENCE_SIZE = 256
+_MEDIAN_ROWS = 2000
+_FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class KernelTerm:
+    """One attribute's kernel on columns ``[start, stop)`` of the attribute matrix.
+
+    Args:
+        name: attribute name (unique within a PriorKernel).
+        kind: ``"rbf"``, ``"delta"`` or ``"cosine"``.
+        start, stop: column range, 0 <= start < stop.
+        bandwidth: RBF sigma > 0, or None for the median heuristic at fit time (rbf only).
+        weight: weight > 0 in a weighted-sum combination (ignored by ``"product"``).
+    """
+
+    name: str
+    kind: KernelKind
+    start: int
+    stop: int
+    bandwidth: float | None = None
+    weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        where = f"kernel term {self.name!r}"
+        if not isinstance(self.name, str) or not self.name:
+            raise MedclInputError(f"name: expected a non-empty attribute name, got {self.name!r}")
+        if self.kind not in KERNEL_KINDS:
+            raise MedclInputError(
+                f"{where}: kind must be one of {', '.join(KERNEL_KINDS)}, got {self.kind!r}"
+            )
+        for field_name in ("start", "stop"):
+            value = getattr(self, field_name)
+            if isinstance(value, bool) or not isinstance(value, int | np.integer):
+                raise MedclInputError(f"{where}: {field_name} must be an integer column index, got {value!r}")
+        if not 0 <= self.start < self.stop:
+            raise MedclInputError(
+                f"{where}: expected columns 0 <= start < stop, got start={self.start}, stop={self.stop}"
+            )
+        if self.bandwidth is not None:
+            if self.kind != "rbf":
+                raise MedclInputError(f"{where}: bandwidth only applies to kind 'rbf', not {self.kind!r}")
+            if not (
+                isinstance(self.bandwidth, int | float)
+                and math.isfinite(self.bandwidth)
+                and self.bandwidth > 0
+            ):
+                raise MedclInputError(
+                    f"{where}: bandwidth must be a number > 0 or None, got {self.bandwidth!r}"
+                )
+        if not (isinstance(self.weight, int | float) and math.isfinite(self.weight) and self.weight > 0):
+            raise MedclInputError(f"{where}: weight must be a number > 0, got {self.weight!r}")
+
+    @property
+    def width(self) -> int:
+        """Number of columns read by this term."""
+        return self.stop - self.start
+
+
+def _pairwise(kind: str, a: torch.Tensor, b: torch.Tensor, bandwidth: float | None) -> torch.Tensor:
+    """Kernel matrix (len(a), len(b)) between row vectors a (n, w) and b (m, w)."""
+    if kind == "delta":
+        out = a[:, None, 0] == b[None, :, 0]
+        for c in range(1, a.shape[1]):
+            out &= a[:, None, c] == b[None, :, c]
+        return out.to(a.dtype)
+    if kind == "cosine":
+        return F.normalize(a, dim=1) @ F.normalize(b, dim=1).T
+    if a.shape[1] == 1:
+        sq = (a[:, None, 0] - b[None, :, 0]) ** 2
+    else:
+        sq = torch.cdist(a, b, compute_mode="donot_use_mm_for_euclid_dist") ** 2
+    return torch.exp(sq / (-2.0 * bandwidth**2))
+
+
+def _as_numpy(values: Any, name: str) -> np.ndarray:
+    if isinstance(values, torch.Tensor):
+        values = values.detach().cpu().numpy()
+    try:
+        return np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise MedclInputError(
+            f"{name}: expected a numeric (n, p) array, got {type(values).__name__}"
+        ) from exc
+
+
+def _median_distance(x: np.ndarray) -> float:
+    if len(x) > _MEDIAN_ROWS:
+        pick = np.random.default_rng(0).choice(len(x), _MEDIAN_ROWS, replace=False)
+        x = x[np.sort(pick)]
+    first, second = np.triu_indices(len(x), k=1)
+    dist = np.sqrt(((x[first] - x[second]) ** 2).sum(axis=1))
+    if dist.size == 0:
+        return 1.0
+    median = float(np.median(dist))
+    if median > 0:
+        return median
+    positive = dist[dist > 0]
+    return float(np.median(positive)) if positive.size else 1.0
+
+
+def _reference(kind: str, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Compact training reference (points (m, w), weights (m,) summing to 1) for imputation."""
+    if kind == "delta":
+        points, counts = np.unique(x, axis=0, return_counts=True)
+        return points, counts / counts.sum()
+    if len(x) <= _REFERENCE_SIZE:
+        points = x[np.lexsort(x.T[::-1])]
+    elif x.shape[1] == 1:
+        levels = (np.arange(_REFERENCE_SIZE) + 0.5) / _REFERENCE_SIZE
+        points = np.quantile(x[:, 0], levels)[:, None]
+    else:
+        pick = np.random.default_rng(0).choice(len(x), _REFERENCE_SIZE, replace=False)
+        points = x[np.sort(pick)]
+    return points, np.full(len(points), 1.0 / len(points))
+
+
+class PriorKernel:
+    """Kernel K (n, n) on subjects from their (n, p) attribute matrix and missing mask.
+
+    Args:
+        terms: one :class:`KernelTerm` per attribute (unique names).
+        combine: ``"product"`` (default) or ``"sum"`` (weights normalised to sum to 1).
+
+    Call :meth:`fit` on the training cohort (bandwidths, imputation reference), then call the
+    kernel on a batch: ``K = kernel(values, missing)``.
+    """
+
+    def __init__(self, terms: list[KernelTerm] | tuple[KernelTerm, ...], combine: str = "product"):
+        terms = list(terms)
+        if not terms:
+            raise MedclInputError("terms: expected at least one KernelTerm, got none")
+        for term in terms:
+            if not isinstance(term, KernelTerm):
+                raise MedclInputError(f"terms: expected KernelTerm objects, got {type(term).__name__}")
+        names = [t.name for t in terms]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise MedclInputError(f"terms: duplicate attribute name(s) {', '.join(duplicates)}")
+        if combine not in COMBINE_MODES:
+            raise MedclInputError(f"combine: expected one of {', '.join(COMBINE_MODES)}, got {combine!r}")
+        self.terms = terms
+        self.combine = combine
+        self._bandwidths: dict[str, float] = {}
+        self._references: dict[str, tuple[np.ndarray, np.ndarray]] | None = None
+
+    @property
+    def n_columns(self) -> int:
+        """Number of columns expected in the attribute matrix (largest ``stop``)."""
+        return max(t.stop for t in self.terms)
+
+    @property
+    def is_fitted(self) -> bool:
+        """True once :meth:`fit` has run (or the kernel was restored from a fitted dict)."""
+        return self._references is not None
+
+    @property
+    def bandwidths(self) -> dict[str, float | None]:
+        """Effective RBF bandwidth per rbf term: given, fitted, or None when still unknown."""
+        return {
+            t.name: (t.bandwidth if t.bandwidth is not None else self._bandwidths.get(t.name))
+            for t in self.terms
+            if t.kind == "rbf"
+        }
+
+    def _check_values(self, values: np.ndarray | torch.Tensor, name: str = "values") -> None:
+        if values.ndim != 2 or values.shape[1] != self.n_columns:
+            raise MedclInputError(
+                f"{name}: expected an attribute matrix of shape (n, {self.n_columns}) for attributes "
+                f"{', '.join(t.name for t in self.terms)}, got shape {tuple(values.shape)}"
+            )
+
+    def fit(
+        self, values: np.ndarray | torch.Tensor, missing: np.ndarray | torch.Tensor | None = None
+    ) -> PriorKernel:
+        """Fit median-heuristic bandwidths and the imputation reference on training values.
+
+        Args:
+            values: (n, p) training attribute matrix (NaN where missing).
+            missing: (n, p) bool mask, or None (then NaN marks missing values).
+
+        Returns:
+            self. Raises MedclInputError for a wrong shape or an attribute with no value.
+        """
+        x = _as_numpy(values, "values")
+        self._check_values(x)
+        absent = np.isnan(x)
+        if missing is not None:
+            m = np.asarray(
+                missing.detach().cpu() if isinstance(missing, torch.Tensor) else missing, dtype=bool
+            )
+            if m.shape != x.shape:
+                raise MedclInputError(f"missing: expected shape {x.shape} like values, got {m.shape}")
+            absent |= m
+        bandwidths, references = {}, {}
+        for term in self.terms:
+            rows = ~absent[:, term.start : term.stop].any(axis=1)
+            observed = x[rows, term.start : term.stop]
+            if len(observed) == 0:
+                raise MedclInputError(
+                    f"values: attribute {term.name!r} has no non-missing training value; "
+                    "cannot fit its kernel"
+                )
+            if term.kind == "rbf" and term.bandwidth is None:
+                bandwidths[term.name] = _median_distance(observed)
+            references[term.name] = _reference(term.kind, observed)
+        self._bandwidths = bandwidths
+        self._references = references
+        return self
+
+    def __call__(
+        self, values: np.ndarray | torch.Tensor, missing: np.ndarray | torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Kernel matrix (n, n) of the subjects in ``values`` (n, p).
+
+        Accepts numpy arrays or tensors; the result is on ``values``' device, float64 when
+        ``values`` is float64 and float32 otherwise. ``missing`` (n, p) bool (or None: NaN
+        marks missing). Raises MedclInputError for a wrong shape, an unknown bandwidth or a
+        missing value before :meth:`fit`.
+        """
+        v = values if isinstance(values, torch.Tensor) else torch.as_tensor(np.asarray(values))
+        dtype = torch.float64 if v.dtype == torch.float64 else torch.float32
+        v = v.detach().to(dtype)
+        self._check_values(v)
+        absent = torch.isnan(v)
+        if missing is not None:
+            m = missing if isinstance(missing, torch.Tensor) else torch.as_tensor(np.asarray(missing))
+            if tuple(m.shape) != tuple(v.shape):
+                raise MedclInputError(
+                    f"missing: expected shape {tuple(v.shape)} like values, got {tuple(m.shape)}"
+                )
+            absent = absent | m.to(device=v.device, dtype=torch.bool)
+        n = v.shape[0]
+        weight_total = sum(t.weight for t in self.terms)
+        out = (
+            torch.ones(n, n, dtype=dtype, device=v.device)
+            if self.combine == "product"
+            else torch.zeros(n, n, dtype=dtype, device=v.device)
+        )
+        for term in self.terms:
+            k = self._term_matrix(term, v, absent)
+            if self.combine == "product":
+                out = out * k
+            else:
+                out = out + (term.weight / weight_total) * k
+        return out
+
+    def _term_matrix(self, term: KernelTerm, v: torch.Tensor, absent: torch.Tensor) -> torch.Tensor:
+        bandwidth = self.bandwidths.get(term.name)
+        if term.kind == "rbf" and bandwidth is None:
+            raise MedclInputError(
+                f"PriorKernel: attribute {term.name!r} has no RBF bandwidth; give one or call "
+                f".fit(train_values, train_missing) first"
+            )
+        rows_absent = absent[:, term.start : term.stop].any(dim=1)
+        a = v[:, term.start : term.stop].masked_fill(rows_absent[:, None], 0.0)
+        k = _pairwise(term.kind, a, a, bandwidth)
+        if not bool(rows_absent.any()):
+            return k
+        if self._references is None:
+            raise MedclInputError(
+                f"values: attribute {term.name!r} has missing values but the kernel is not fitted; "
+                f"call .fit(train_values, train_missing) first (it stores the imputation reference)"
+            )
+        points_np, weights_np = self._references[term.name]
+        points = torch.as_tensor(points_np, dtype=v.dtype, device=v.device)
+        weights = torch.as_tensor(weights_np, dtype=v.dtype, device=v.device)
+        to_reference = _pairwise(term.kind, a, points, bandwidth) @ weights  # mean_b k(b, a_j)
+        reference_mean = weights @ _pairwise(term.kind, points, points, bandwidth) @ weights
+        mi, mj = rows_absent[:, None], rows_absent[None, :]
+        k = torch.where(mj, to_reference[:, None], k)
+        k = torch.where(mi, to_reference[None, :], k)
+        return torch.where(mi & mj, reference_mean, k)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able description (terms, combine, fitted bandwidths and reference)."""
+        fitted = None
+        if self._references is not None:
+            fitted = {
+                "bandwidths": {k: float(b) for k, b in self._bandwidths.items()},
+                "references": {
+                    name: {"points": points.tolist(), "weights": weights.tolist()}
+                    for name, (points, weights) in self._references.items()
+                },
+            }
+        return {
+            "format_version": _FORMAT_VERSION,
+            "combine": self.combine,
+            "terms": [{**asdict(t), "start": int(t.start), "stop": int(t.stop)} for t in self.terms],
+            "fitted": fitted,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> PriorKernel:
+        """Rebuild a kernel from :meth:`to_dict` output (gives identical matrices)."""
+        if not isinstance(d, dict) or "terms" not in d:
+            raise MedclInputError("kernel dict: expected a mapping with 'terms' (from PriorKernel.to_dict())")
+        try:
+            terms = [KernelTerm(**t) for t in d["terms"]]
+        except TypeError as exc:
+            raise MedclInputError(f"kernel dict: invalid term entry ({exc})") from exc
+        kernel = cls(terms, combine=d.get("combine", "product"))
+        fitted = d.get("fitted")
+        if fitted is not None:
+            kernel._bandwidths = {k: float(b) for k, b in fitted["bandwidths"].items()}
+            kernel._references = {}
+            for term in terms:
+                ref = fitted["references"][term.name]
+                points = np.asarray(ref["points"], dtype=np.float64).reshape(-1, term.width)
+                kernel._references[term.name] = (points, np.asarray(ref["weights"], dtype=np.float64))
+        return kernel
+
+    def __repr__(self) -> str:
+        inner = ", ".join(f"{t.name}:{t.kind}[{t.start}:{t.stop}]" for t in self.terms)
+        return f"PriorKernel({inner}, combine={self.combine!r}, fitted={self.is_fitted})"

@@ -1,0 +1,41 @@
+"""Pretraining losses: decoupled uniformity (with or without a prior kernel) and baselines.
+
+Every loss is a pure function of z (n subjects, V views, d features), not yet normalised, plus a
+thin ``nn.Module`` whose ``forward(z, attributes=None, missing=None, labels=None)`` has the same
+signature for all methods; :func:`build_loss` maps a method name to its module. Every function
+and module takes ``gather`` to compute the loss on the global batch under ``torch.distributed``
+(see :mod:`medcl.losses.distributed` for the DDP gradient convention).
+"""
+
+from medcl.losses.align_uniform import AlignUniformLoss, align_uniform
+from medcl.losses.dcl import DecoupledContrastiveLoss, decoupled_contrastive
+from medcl.losses.decoupled_uniformity import (
+    DecoupledUniformityLoss,
+    KernelDecoupledUniformityLoss,
+    decoupled_uniformity,
+)
+from medcl.losses.infonce import InfoNCELoss, nt_xent
+from medcl.losses.registry import LOSS_METHODS, build_loss
+from medcl.losses.supcon import SupConLoss, supcon
+from medcl.losses.y_aware import YAwareInfoNCELoss, y_aware_infonce
+
+infonce = nt_xent
+
+__all__ = [
+    "LOSS_METHODS",
+    "AlignUniformLoss",
+    "DecoupledContrastiveLoss",
+    "DecoupledUniformityLoss",
+    "InfoNCELoss",
+    "KernelDecoupledUniformityLoss",
+    "SupConLoss",
+    "YAwareInfoNCELoss",
+    "align_uniform",
+    "build_loss",
+    "decoupled_contrastive",
+    "decoupled_uniformity",
+    "infonce",
+    "nt_xent",
+    "supcon",
+    "y_aware_infonce",
+]

@@ -1,0 +1,52 @@
+"""Argument checks shared by the losses (one message format: argument, expected, received)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from medcl.errors import MedclInputError
+
+
+def check_views(z: object, name: str = "z") -> torch.Tensor:
+    """Check that ``z`` is a floating (n, V, d) tensor with n >= 2 subjects and V >= 2 views."""
+    if not isinstance(z, torch.Tensor):
+        raise MedclInputError(f"{name}: expected a torch.Tensor of shape (n, V, d), got {type(z).__name__}")
+    if z.dim() != 3:
+        raise MedclInputError(
+            f"{name}: expected shape (n, V, d) (subjects, views, features), got shape {tuple(z.shape)}"
+        )
+    if not z.is_floating_point():
+        raise MedclInputError(f"{name}: expected a floating-point tensor, got dtype {z.dtype}")
+    n, v, d = z.shape
+    if v < 2:
+        raise MedclInputError(f"{name}: expected at least 2 views per subject (V >= 2), got V = {v}")
+    if n < 2:
+        raise MedclInputError(f"{name}: expected at least 2 subjects (n >= 2), got n = {n}")
+    if d < 1:
+        raise MedclInputError(f"{name}: expected at least 1 feature (d >= 1), got d = {d}")
+    return z
+
+
+def check_positive(value: object, name: str) -> float:
+    """Check that a hyper-parameter is a finite number > 0 and return it as a float."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise MedclInputError(f"{name}: expected a positive number, got {value!r}")
+    value = float(value)
+    if not math.isfinite(value) or value <= 0:
+        raise MedclInputError(f"{name}: expected a finite number > 0, got {value!r}")
+    return value
+
+
+def check_per_subject(x: object, n: int, name: str, *, integer: bool = False) -> torch.Tensor:
+    """Check a per-subject vector (n,) (or (n, 1)) and return it flattened to (n,)."""
+    if not isinstance(x, torch.Tensor):
+        raise MedclInputError(f"{name}: expected a torch.Tensor of shape ({n},), got {type(x).__name__}")
+    if x.dim() == 2 and x.shape[1] == 1:
+        x = x[:, 0]
+    if x.dim() != 1 or x.shape[0] != n:
+        raise MedclInputError(f"{name}: expected shape ({n},) (one value per subject), got {tuple(x.shape)}")
+    if integer and (x.is_floating_point() or x.is_complex()):
+        raise MedclInputError(f"{name}: expected integer class labels, got dtype {x.dtype}")
+    return x

@@ -1,0 +1,162 @@
+"""Image encoders (MONAI networks, 2D or 3D) and the projection head used during pretraining.
+
+The encoder maps ``(n, C, *spatial)`` images to ``(n, F)`` features; that representation (before
+the projection head) is what probes, fine-tuning and export use. Pretrained weights are never
+downloaded: every network starts from a random initialisation.
+
+Example::
+
+    spec = EncoderSpec(arch="resnet18", spatial_dims=3, in_channels=1, widths=[8, 16, 32, 64])
+    encoder = build_encoder(spec)          # encoder(x).shape == (n, encoder.out_features)
+    head = ProjectionHead(encoder.out_features, hidden=256, out=128)
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from torch import nn
+
+Arch = Literal["resnet10", "resnet18", "resnet34", "resnet50", "densenet121"]
+
+# MONAI ResNet depths and block types (basic block for 10/18/34, bottleneck for 50).
+_RESNET_LAYERS: dict[str, tuple[str, list[int]]] = {
+    "resnet10": ("basic", [1, 1, 1, 1]),
+    "resnet18": ("basic", [2, 2, 2, 2]),
+    "resnet34": ("basic", [3, 4, 6, 3]),
+    "resnet50": ("bottleneck", [3, 4, 6, 3]),
+}
+_DEFAULT_RESNET_WIDTHS = [64, 128, 256, 512]
+
+
+class EncoderSpec(BaseModel):
+    """Architecture of an encoder; enough to rebuild it (saved next to exported weights).
+
+    ``spatial_dims`` and ``in_channels`` may be left out in a training config: they are then
+    taken from the cohort's manifest (see :meth:`resolved`).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    arch: Arch = "resnet18"
+    spatial_dims: Literal[2, 3] | None = Field(None, description="2 or 3; default: from the manifest")
+    in_channels: int | None = Field(None, ge=1, description="input channels; default: from the manifest")
+    widths: list[int] | None = Field(
+        None,
+        description="ResNet: channels of the 4 stages (default [64,128,256,512]); "
+        "DenseNet: [init_features, growth_rate] (default [64, 32])",
+    )
+    first_kernel: int = Field(7, ge=1, description="kernel size of the first convolution")
+    first_stride: int = Field(2, ge=1, description="stride of the first convolution (MONAI's default is 1)")
+    max_pool: bool = Field(True, description="ResNet: max-pool after the first convolution")
+    norm: Literal["batch", "instance", "group"] = "batch"
+
+    @model_validator(mode="after")
+    def _check(self) -> EncoderSpec:
+        if self.widths is not None:
+            want = 2 if self.arch == "densenet121" else 4
+            if len(self.widths) != want or any(w < 1 for w in self.widths):
+                what = "[init_features, growth_rate]" if want == 2 else "4 stage widths"
+                raise ValueError(f"encoder.widths for {self.arch} must be {what} (positive), got {self.widths}")
+        return self
+
+    def resolved(self, spatial_dims: int, in_channels: int) -> EncoderSpec:
+        """Fill ``spatial_dims`` / ``in_channels`` from the data; refuse a contradiction."""
+        from medcl.errors import MedclInputError
+
+        for key, given, data in (("spatial_dims", self.spatial_dims, spatial_dims),
+                                 ("in_channels", self.in_channels, in_channels)):
+            if given is not None and given != data:
+                raise MedclInputError(f"encoder.{key} is {given} but the manifest's images have {data}")
+        return self.model_copy(update={"spatial_dims": spatial_dims, "in_channels": in_channels})
+
+
+class Encoder(nn.Module):
+    """A backbone returning ``(n, out_features)`` pooled features; keeps its :class:`EncoderSpec`."""
+
+    def __init__(self, backbone: nn.Module, spec: EncoderSpec, out_features: int):
+        super().__init__()
+        self.backbone = backbone
+        self.spec = spec
+        self.out_features = out_features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x``: (n, C, *spatial) -> (n, out_features)."""
+        return self.backbone(x)
+
+
+def _norm(spec: EncoderSpec) -> str | tuple:
+    if spec.norm == "group":
+        return ("group", {"num_groups": 1})  # layer-norm-like, valid for any channel count
+    return spec.norm
+
+
+def build_encoder(spec: EncoderSpec) -> Encoder:
+    """Build the encoder described by ``spec`` (random init, no download).
+
+    Raises ``ValueError`` if ``spec.spatial_dims`` or ``spec.in_channels`` is unset.
+    """
+    from monai.networks.nets import DenseNet, ResNet
+
+    if spec.spatial_dims is None or spec.in_channels is None:
+        raise ValueError("EncoderSpec needs spatial_dims and in_channels; call spec.resolved(...) first")
+    if spec.arch == "densenet121":
+        init_features, growth_rate = spec.widths or [64, 32]
+        net = DenseNet(
+            spatial_dims=spec.spatial_dims,
+            in_channels=spec.in_channels,
+            out_channels=1,
+            init_features=init_features,
+            growth_rate=growth_rate,
+            block_config=(6, 12, 24, 16),
+            norm=_norm(spec),
+        )
+        # MONAI's first conv is fixed at kernel 7 / stride 2; replace it when asked otherwise.
+        if spec.first_kernel != 7 or spec.first_stride != 2:
+            from monai.networks.layers.factories import Conv
+
+            conv = Conv[Conv.CONV, spec.spatial_dims]
+            net.features.conv0 = conv(
+                spec.in_channels, init_features, kernel_size=spec.first_kernel,
+                stride=spec.first_stride, padding=spec.first_kernel // 2, bias=False,
+            )
+        out_features = net.class_layers.out.in_features
+        net.class_layers.out = nn.Identity()
+        return Encoder(net, spec, out_features)
+
+    block, layers = _RESNET_LAYERS[spec.arch]
+    widths = spec.widths or _DEFAULT_RESNET_WIDTHS
+    net = ResNet(
+        block=block,
+        layers=layers,
+        block_inplanes=list(widths),
+        spatial_dims=spec.spatial_dims,
+        n_input_channels=spec.in_channels,
+        conv1_t_size=spec.first_kernel,
+        conv1_t_stride=spec.first_stride,
+        no_max_pool=not spec.max_pool,
+        feed_forward=False,
+        norm=_norm(spec),
+    )
+    expansion = 4 if block == "bottleneck" else 1
+    return Encoder(net, spec, widths[-1] * expansion)
+
+
+class ProjectionHead(nn.Sequential):
+    """Two-layer MLP ``F -> hidden -> out`` (Linear, BatchNorm, ReLU, Linear), as in SimCLR.
+
+    Its output is the space the contrastive loss works in; it is dropped after pretraining.
+    ``batch_norm=False`` makes each sample's projection independent of the rest of the batch.
+    """
+
+    def __init__(self, in_features: int, hidden: int = 512, out: int = 128, batch_norm: bool = True):
+        super().__init__(
+            nn.Linear(in_features, hidden, bias=not batch_norm),
+            nn.BatchNorm1d(hidden) if batch_norm else nn.Identity(),
+            nn.ReLU(inplace=True),
+            nn.Linear(hidden, out),
+        )
+        self.in_features = in_features
+        self.out_features = out

@@ -1,0 +1,1 @@
+"""Generative priors: per-subject embeddings to use as kernel attributes."""

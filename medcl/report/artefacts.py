@@ -1,0 +1,104 @@
+"""The run-directory files the report reads, and writers for the two that only the report needs.
+
+Files (all optional; the report shows what is present):
+
+- ``config.yaml``: the resolved run config; its ``method`` names the pretraining method.
+- ``metrics.csv``: one row per logged step (Lightning's CSV logger); numeric columns such as
+  ``step``, ``epoch``, ``train/loss``, ``val/loss``, ``lr``. Rows may be sparse.
+- ``probe/<label>.json``: one linear-probe result per label (format in :mod:`medcl.report.collect`).
+- ``embeddings.npz``: ``features`` (n, F) float plus one (n,) array per colour column
+  (``diagnosis``, ``age``, ``site``, ...). Written by :func:`write_embeddings`.
+- ``kernel_batch.npy``: the (n, n) prior kernel of one training batch. Written by
+  :func:`write_kernel_batch`.
+- ``kernel.json``: the fitted prior kernel (``PriorKernel.to_dict()``).
+- ``attributes.json``: attribute diagnostics, a list of ``{"attribute", "cka", "p_value"}``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+
+from medcl.atomic import atomic_path
+from medcl.errors import MedclInputError
+
+CONFIG_FILE = "config.yaml"
+METRICS_FILE = "metrics.csv"
+PROBE_DIR = "probe"
+EMBEDDINGS_FILE = "embeddings.npz"
+KERNEL_BATCH_FILE = "kernel_batch.npy"
+KERNEL_FILE = "kernel.json"
+ATTRIBUTES_FILE = "attributes.json"
+
+FEATURES_KEY = "features"
+
+# Column / key names that hold subject or patient identifiers: never shown in a report.
+_ID_NAME = re.compile(
+    r"^(?!(?:n|nb|num|number[_\-. ]of|count)[_\-. ])"  # counts such as n_subjects are not ids
+    r"(?:.*[_\-. /])?(?:subject|patient|participant|case|person)s?"
+    r"(?:[_\-. ]?(?:ids?|uids?|keys?|names?|numbers?|codes?))?$"
+    r"|^(?:ids?|uids?|eids?|mrn|accession(?:[_\-. ]?(?:number|no))?)$",
+    re.IGNORECASE,
+)
+
+
+def is_id_name(name: str) -> bool:
+    """True when a column or key name looks like a subject / patient identifier."""
+    return bool(_ID_NAME.search(str(name)))
+
+
+def write_embeddings(
+    run_dir: str | os.PathLike, features: np.ndarray, columns: Mapping[str, np.ndarray] | None = None
+) -> Path:
+    """Atomically write ``run_dir/embeddings.npz`` for the report's 2D projection.
+
+    ``features`` is (n, F); ``columns`` maps a colour name (``"diagnosis"``, ``"age"``,
+    ``"site"``) to an (n,) array (numbers or strings; NaN / empty = missing). Identifier columns
+    are refused: a report never shows subject ids. Raises ``MedclInputError`` on bad shapes.
+    """
+    feats = np.asarray(features)
+    if feats.ndim != 2 or feats.shape[0] == 0:
+        raise MedclInputError(f"embeddings: expected features of shape (n, F), got {feats.shape}")
+    if not np.issubdtype(feats.dtype, np.number):
+        raise MedclInputError(f"embeddings: features must be numeric, got dtype {feats.dtype}")
+    arrays: dict[str, np.ndarray] = {FEATURES_KEY: feats.astype(np.float32, copy=False)}
+    for name, values in (columns or {}).items():
+        if name == FEATURES_KEY:
+            raise MedclInputError(f"embeddings: colour column may not be named {FEATURES_KEY!r}")
+        if is_id_name(name):
+            raise MedclInputError(
+                f"embeddings: column {name!r} looks like an identifier; reports never show ids"
+            )
+        col = np.asarray(values)
+        if col.shape != (feats.shape[0],):
+            raise MedclInputError(
+                f"embeddings: column {name!r} has shape {col.shape}, expected ({feats.shape[0]},)"
+            )
+        if col.dtype == object:
+            col = np.array(["" if v is None else str(v) for v in col])
+        arrays[str(name)] = col
+    target = Path(run_dir) / EMBEDDINGS_FILE
+    with atomic_path(target) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez_compressed(fh, **arrays)
+    return target
+
+
+def write_kernel_batch(run_dir: str | os.PathLike, kernel: np.ndarray) -> Path:
+    """Atomically write the (n, n) kernel matrix of one batch to ``run_dir/kernel_batch.npy``.
+
+    Accepts a numpy array or anything ``np.asarray`` takes (a CPU torch tensor included).
+    Raises ``MedclInputError`` when the matrix is not square.
+    """
+    mat = np.asarray(kernel, dtype=np.float64)
+    if mat.ndim != 2 or mat.shape[0] != mat.shape[1] or mat.shape[0] == 0:
+        raise MedclInputError(f"kernel batch: expected a square (n, n) matrix, got {mat.shape}")
+    target = Path(run_dir) / KERNEL_BATCH_FILE
+    with atomic_path(target) as tmp:
+        with open(tmp, "wb") as fh:
+            np.save(fh, mat.astype(np.float32))
+    return target

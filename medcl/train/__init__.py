@@ -1,0 +1,1 @@
+"""Pretraining engine: config, Lightning module, run directory, callbacks. Import submodules directly."""

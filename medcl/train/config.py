@@ -1,0 +1,198 @@
+"""The pretraining config: one YAML file per run, validated, resolved and saved in the run dir.
+
+Example (``pipelines/synthetic_3d.yaml``)::
+
+    manifest: ../data/synthetic3d/manifest.yaml
+    method: kernel_du
+    attributes: [age]
+    encoder: {arch: resnet18, widths: [8, 16, 32, 64]}
+    epochs: 50
+    batch_size: 32
+
+Overrides use dotted keys with YAML scalar values (``--set optimizer.lr=0.01``,
+``--set encoder.widths=[4,8,8,16]``); the result is validated after overriding.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from medcl.errors import InputProblems, MedclInputError
+from medcl.models.encoders import EncoderSpec
+
+Method = Literal["kernel_du", "du", "simclr", "y_aware", "dcl", "align_uniform", "supervised"]
+METHODS: tuple[str, ...] = ("kernel_du", "du", "simclr", "y_aware", "dcl", "align_uniform", "supervised")
+DU_METHODS = ("kernel_du", "du")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class LossOptions(_Strict):
+    """Loss hyper-parameters; each method reads the ones it uses."""
+
+    t: float = Field(2.0, gt=0, description="decoupled uniformity temperature t")
+    lam: float = Field(0.01, gt=0, description="kernel ridge regularisation (kernel_du)")
+    temperature: float = Field(0.1, gt=0, description="InfoNCE temperature (simclr, y_aware, dcl)")
+    sigma: float | None = Field(None, gt=0, description="y_aware RBF bandwidth; null = fitted kernel's")
+
+
+class ProjectionOptions(_Strict):
+    hidden: int = Field(512, ge=1)
+    dim: int = Field(128, ge=1)
+    batch_norm: bool = Field(True, description="BatchNorm in the head (per-device statistics under DDP on CPU)")
+
+
+class OptimizerOptions(_Strict):
+    name: Literal["sgd", "adamw", "lars"] = "adamw"
+    lr: float = Field(1e-3, gt=0, description="base learning rate (peak after warm-up)")
+    weight_decay: float = Field(1e-4, ge=0)
+    momentum: float = Field(0.9, ge=0, lt=1, description="sgd / lars")
+    trust_coefficient: float = Field(0.001, gt=0, description="lars trust ratio coefficient")
+    warmup_epochs: float = Field(0, ge=0, description="linear warm-up, then cosine decay to 0")
+
+
+class CheckpointOptions(_Strict):
+    every_n_epochs: int = Field(1, ge=0, description="keep checkpoints/epoch=N.ckpt every N epochs (0: never)")
+    every_n_steps: int = Field(0, ge=0, description="also refresh last.ckpt every N steps (0: epoch end only)")
+
+
+class ProbeOptions(_Strict):
+    """Online probe: every ``every_n_epochs`` fit a kNN / logistic probe on frozen features."""
+
+    every_n_epochs: int = Field(0, ge=0, description="0 disables the probe")
+    label: str | None = Field(None, description="manifest label to probe")
+    kind: Literal["knn", "logistic"] = "knn"
+    k: int = Field(5, ge=1, description="neighbours for the kNN probe")
+
+    @model_validator(mode="after")
+    def _check(self) -> ProbeOptions:
+        if self.every_n_epochs > 0 and self.label is None:
+            raise ValueError("probe.label is required when probe.every_n_epochs > 0")
+        return self
+
+
+class PretrainConfig(_Strict):
+    """Everything a pretraining run needs; unknown keys are errors."""
+
+    manifest: str = Field(..., description="cohort manifest (YAML); relative to the config file")
+    method: Method = "kernel_du"
+    attributes: list[str] | None = Field(
+        None, description="manifest attributes for the prior kernel / y_aware (default: all)"
+    )
+    label: str | None = Field(None, description="label name (method supervised)")
+    loss: LossOptions = LossOptions()
+    views: int = Field(2, ge=2, description="augmented views per subject")
+    augmentation: str = Field("auto", description="augmentation preset (medcl.data.transforms)")
+    encoder: EncoderSpec = EncoderSpec()
+    projection: ProjectionOptions = ProjectionOptions()
+    optimizer: OptimizerOptions = OptimizerOptions()
+    epochs: int = Field(100, ge=1)
+    batch_size: int = Field(32, ge=2, description="GLOBAL batch size (split over devices x nodes)")
+    num_workers: int = Field(4, ge=0)
+    cache: Literal["memory", "disk", "none"] = "memory"
+    cache_dir: str | None = Field(None, description="cache: disk; default: <run dir>/cache")
+    precision: Literal["32", "bf16-mixed", "16-mixed", "64"] = "32"
+    accelerator: str = "auto"
+    devices: int | str = 1
+    num_nodes: int = Field(1, ge=1)
+    strategy: str = "auto"
+    seed: int = 0
+    log_every_n_steps: int = Field(10, ge=1)
+    checkpoint: CheckpointOptions = CheckpointOptions()
+    probe: ProbeOptions = ProbeOptions()
+    deterministic: bool = Field(False, description="torch deterministic algorithms (slower)")
+    progress_bar: bool = True
+    kernel: dict[str, Any] | None = Field(
+        None, description="fitted prior kernel (written by medcl into the resolved config)"
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> PretrainConfig:
+        if self.method == "supervised" and self.label is None:
+            raise ValueError("method supervised needs 'label' (a manifest label name)")
+        if self.probe.every_n_epochs > 0 and self.probe.label is None and self.label is not None:
+            self.probe.label = self.label
+        return self
+
+    @property
+    def uses_attributes(self) -> bool:
+        return self.method in ("kernel_du", "y_aware")
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+def _format(err: ValidationError, source: str) -> list[str]:
+    out = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        out.append(f"{source}: {loc}: {e['msg']}")
+    return out
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """Parse ``key.sub=value`` into (["key", "sub"], value) with ``value`` read as a YAML scalar."""
+    if "=" not in item:
+        raise MedclInputError(f"--set {item!r}: expected key=value (e.g. optimizer.lr=0.01)")
+    key, raw = item.split("=", 1)
+    key = key.strip()
+    if not key or any(not p for p in key.split(".")):
+        raise MedclInputError(f"--set {item!r}: empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as err:
+        raise MedclInputError(f"--set {item!r}: value is not valid YAML ({err})") from None
+    return key.split("."), value
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    """Return a copy of ``data`` with dotted ``key=value`` overrides applied (not yet validated)."""
+    import copy
+
+    data = copy.deepcopy(data)
+    for item in overrides:
+        parts, value = parse_override(item)
+        node = data
+        for i, p in enumerate(parts[:-1]):
+            child = node.get(p)
+            if child is None:
+                child = node[p] = {}
+            if not isinstance(child, dict):
+                where = ".".join(parts[: i + 1])
+                raise MedclInputError(f"--set {item!r}: {where} is a value, not a section")
+            node = child
+        node[parts[-1]] = value
+    return data
+
+
+def parse_config(data: Any, source: str = "config", overrides: list[str] | None = None) -> PretrainConfig:
+    """Validate a config dict (after ``overrides``); every problem is reported at once."""
+    if not isinstance(data, dict):
+        raise MedclInputError(f"{source}: expected a YAML mapping at the top level, got {type(data).__name__}")
+    data = apply_overrides(data, overrides or [])
+    try:
+        return PretrainConfig.model_validate(data)
+    except ValidationError as err:
+        raise InputProblems(_format(err, source), header=f"invalid pretraining config {source}") from None
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> PretrainConfig:
+    """Read, override and validate a config file; a relative ``manifest`` resolves against it."""
+    path = Path(path)
+    if not path.is_file():
+        raise MedclInputError(f"config {path} does not exist or is not a file")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        raise MedclInputError(f"config {path}: not valid YAML ({err})") from None
+    config = parse_config(data, source=str(path), overrides=overrides)
+    manifest = Path(config.manifest).expanduser()
+    if not manifest.is_absolute():
+        manifest = (path.parent / manifest).resolve()
+    return config.model_copy(update={"manifest": str(manifest)})

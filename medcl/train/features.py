@@ -1,0 +1,88 @@
+"""Encode a cohort once with a frozen encoder: batched, no augmentation, with a progress bar.
+
+Probes, the demo and reports all start from the same ``(n, F)`` feature matrix; computing it once
+and reusing it for every fold and training size is what keeps probing cheap.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+    from medcl.data.cohort import Cohort
+
+
+def default_device() -> str:
+    """``"cuda"`` when a GPU is visible, else ``"cpu"``."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def encode_cohort(
+    encoder: nn.Module,
+    cohort: Cohort | str | os.PathLike,
+    indices: Sequence[int] | np.ndarray | None = None,
+    *,
+    batch_size: int = 16,
+    num_workers: int = 0,
+    device: str | torch.device | None = None,
+    cache: str = "none",
+    cache_dir: str | os.PathLike | None = None,
+    progress: bool = True,
+) -> np.ndarray:
+    """Features of every subject (or of ``indices``), in that order.
+
+    Each image goes through the manifest's deterministic preprocessing only (no augmentation),
+    then through ``encoder`` in eval mode without gradients.
+
+    Args:
+        encoder: ``(n, C, *spatial) -> (n, F)`` module (e.g. from :func:`medcl.load_encoder`).
+        cohort: a :class:`medcl.data.cohort.Cohort` or a manifest path.
+        indices: cohort rows to encode (default: all, in table order).
+        batch_size, num_workers: DataLoader settings.
+        device: where the encoder runs (default: GPU when available).
+        cache, cache_dir: as for :class:`medcl.data.datasets.ImageDataset` (one pass: "none").
+        progress: show a tqdm progress bar on stderr.
+
+    Returns:
+        float32 array ``(len(indices), F)``.
+    """
+    import torch
+    from torch.utils.data import DataLoader
+    from tqdm.auto import tqdm
+
+    from medcl.data.datasets import ImageDataset
+
+    dataset = ImageDataset(cohort, indices, cache=cache, cache_dir=cache_dir)
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    device = torch.device(device or default_device())
+    was_training = encoder.training
+    encoder.eval()
+    moved = _move(encoder, device)
+    chunks: list[np.ndarray] = []
+    try:
+        with torch.inference_mode():
+            bar = tqdm(loader, desc="encoding", unit="batch", disable=not progress, leave=False)
+            for batch in bar:
+                out = moved(batch["image"].to(device, non_blocking=True))
+                chunks.append(out.float().cpu().numpy())
+    finally:
+        encoder.train(was_training)
+    if not chunks:
+        return np.zeros((0, int(getattr(encoder, "out_features", 0) or 0)), dtype=np.float32)
+    return np.concatenate(chunks).astype(np.float32, copy=False)
+
+
+def _move(encoder: nn.Module, device: torch.device) -> nn.Module:
+    """Move to ``device`` when the module holds parameters (an onnxruntime wrapper stays put)."""
+    if any(True for _ in encoder.parameters()):
+        return encoder.to(device)
+    return encoder

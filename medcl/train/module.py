@@ -1,0 +1,131 @@
+"""The Lightning module for contrastive pretraining: encoder + projection head + a medcl loss.
+
+All V views of a batch go through the network in one forward pass ((n·V, C, *S)); the loss
+module normalises the projections, and under DDP gathers them to compute the loss on the global
+batch. Hyper-parameters saved in checkpoints are the resolved config as plain data, so
+checkpoints load with ``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import torch
+from torch import nn
+
+from medcl.models.encoders import EncoderSpec, ProjectionHead, build_encoder
+from medcl.train.config import DU_METHODS, PretrainConfig
+
+
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN or infinite; the run stops and keeps its last good checkpoint."""
+
+
+def loss_options(config: PretrainConfig, kernel: Any | None) -> dict[str, Any]:
+    """Keyword options for ``medcl.losses.build_loss`` for the config's method."""
+    opts = config.loss
+    method = config.method
+    if method == "kernel_du":
+        return {"kernel": kernel, "t": opts.t, "lam": opts.lam}
+    if method == "du":
+        return {"t": opts.t}
+    if method == "y_aware":
+        sigma = opts.sigma
+        if sigma is None and kernel is not None:
+            sigma = kernel.bandwidths[kernel.terms[0].name]
+        return {"temperature": opts.temperature, "sigma": sigma}
+    if method == "align_uniform":
+        return {"t": opts.t}
+    return {"temperature": opts.temperature}
+
+
+class PretrainModule(L.LightningModule):
+    """Encoder + projection head trained with the config's contrastive (or supervised) loss.
+
+    Args:
+        config: the resolved :class:`PretrainConfig` as a plain dict (encoder spatial dims and
+            channels filled in, fitted ``kernel`` when the method uses one).
+        steps_per_epoch: optimiser steps per epoch, for the warm-up / cosine schedule.
+        gather: compute the loss on the global batch (set when the world size is above 1).
+    """
+
+    def __init__(self, config: dict[str, Any], steps_per_epoch: int = 1, gather: bool = False):
+        super().__init__()
+        self.save_hyperparameters({"config": config, "steps_per_epoch": int(steps_per_epoch),
+                                   "gather": bool(gather)})
+        self.config = PretrainConfig.model_validate(config)
+        self.encoder = build_encoder(EncoderSpec.model_validate(self.config.encoder.model_dump()))
+        proj = self.config.projection
+        self.head = ProjectionHead(self.encoder.out_features, proj.hidden, proj.dim, proj.batch_norm)
+        self.loss_fn = self._build_loss(gather)
+        self.steps_per_epoch = int(steps_per_epoch)
+
+    def _build_loss(self, gather: bool) -> nn.Module:
+        from medcl.losses import build_loss
+
+        kernel = None
+        if self.config.kernel is not None:
+            from medcl.kernels import PriorKernel
+
+            kernel = PriorKernel.from_dict(self.config.kernel)
+        return build_loss(self.config.method, gather=gather, **loss_options(self.config, kernel))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Encoder features (the representation used downstream): (n, C, *S) -> (n, F)."""
+        return self.encoder(x)
+
+    def project(self, views: torch.Tensor) -> torch.Tensor:
+        """(n, V, C, *S) views -> (n, V, d) projections (not normalised), in one forward pass."""
+        n, v = views.shape[:2]
+        z = self.head(self.encoder(views.reshape(n * v, *views.shape[2:])))
+        return z.reshape(n, v, -1)
+
+    def compute_loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Loss of a collated multi-view batch; returns (loss, projections)."""
+        z = self.project(batch["views"])
+        labels = batch.get("labels")
+        if labels is not None and labels.ndim == 2:
+            labels = labels[:, 0]
+        loss = self.loss_fn(z, attributes=batch.get("attributes"), missing=batch.get("missing"),
+                            labels=labels)
+        return loss, z
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        loss, z = self.compute_loss(batch)
+        if not torch.isfinite(loss.detach()):
+            raise NonFiniteLossError(
+                f"the {self.config.method} loss is {loss.item()} at epoch {self.current_epoch}, step "
+                f"{self.global_step}; stopped. Lower optimizer.lr, check the inputs (NaN in images?) "
+                f"or use precision 32. The last good checkpoint is kept."
+            )
+        n = z.shape[0]
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=n)
+        self.log("train/lr", self.optimizers().param_groups[0]["lr"], on_step=True, on_epoch=False,
+                 batch_size=n)
+        if self.config.method in DU_METHODS:
+            with torch.no_grad():
+                centroid = nn.functional.normalize(z.detach().float(), dim=-1).mean(dim=1)
+                self.log("train/centroid_norm", centroid.norm(dim=-1).mean(), on_step=True,
+                         on_epoch=True, batch_size=n)
+        return loss
+
+    def on_train_epoch_start(self) -> None:
+        loader = self.trainer.train_dataloader
+        sampler = getattr(loader, "batch_sampler", None)
+        if sampler is not None and hasattr(sampler, "set_epoch"):
+            sampler.set_epoch(self.current_epoch)
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        from medcl.train.optim import WarmupCosine, build_optimizer, param_groups
+
+        opt = self.config.optimizer
+        optimizer = build_optimizer(
+            opt.name, param_groups([self.encoder, self.head, self.loss_fn], opt.weight_decay),
+            lr=opt.lr, momentum=opt.momentum, weight_decay=opt.weight_decay,
+            trust_coefficient=opt.trust_coefficient,
+        )
+        schedule = WarmupCosine(round(opt.warmup_epochs * self.steps_per_epoch),
+                                self.config.epochs * self.steps_per_epoch)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -1,0 +1,68 @@
+"""Encoders (MONAI ResNet / DenseNet, 2D and 3D) and the projection head."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from medcl.errors import MedclInputError
+from medcl.models import EncoderSpec, ProjectionHead, build_encoder
+
+
+@pytest.mark.parametrize("arch", ["resnet10", "resnet18", "resnet34", "resnet50"])
+@pytest.mark.parametrize("dims", [2, 3])
+def test_resnet_shapes(arch: str, dims: int) -> None:
+    spec = EncoderSpec(arch=arch, spatial_dims=dims, in_channels=2, widths=[4, 8, 8, 16])
+    enc = build_encoder(spec)
+    out = enc(torch.randn(3, 2, *[16] * dims))
+    expansion = 4 if arch == "resnet50" else 1
+    assert enc.out_features == 16 * expansion
+    assert out.shape == (3, enc.out_features)
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_densenet_shapes(dims: int) -> None:
+    spec = EncoderSpec(arch="densenet121", spatial_dims=dims, in_channels=1, widths=[4, 4], first_stride=1)
+    enc = build_encoder(spec)
+    assert enc(torch.randn(2, 1, *[16] * dims)).shape == (2, enc.out_features)
+
+
+def test_first_stride_defaults_to_2_and_is_configurable() -> None:
+    spec = EncoderSpec(spatial_dims=3, in_channels=1, widths=[4, 8, 8, 16])
+    assert build_encoder(spec).backbone.conv1.stride == (2, 2, 2)
+    spec1 = spec.model_copy(update={"first_stride": 1})
+    assert build_encoder(spec1).backbone.conv1.stride == (1, 1, 1)
+
+
+def test_widths_are_validated_with_the_key_named() -> None:
+    with pytest.raises(ValueError, match=r"encoder.widths for resnet18"):
+        EncoderSpec(arch="resnet18", widths=[4, 8])
+    with pytest.raises(ValueError, match=r"extra"):
+        EncoderSpec(arch="resnet18", bogus=1)
+
+
+def test_resolved_fills_dims_and_refuses_contradiction() -> None:
+    spec = EncoderSpec().resolved(2, 3)
+    assert (spec.spatial_dims, spec.in_channels) == (2, 3)
+    with pytest.raises(MedclInputError, match="encoder.spatial_dims is 3"):
+        EncoderSpec(spatial_dims=3).resolved(2, 1)
+    with pytest.raises(ValueError, match="resolved"):
+        build_encoder(EncoderSpec())
+
+
+def test_projection_head_and_gradients() -> None:
+    torch.manual_seed(0)
+    enc = build_encoder(EncoderSpec(spatial_dims=2, in_channels=1, widths=[4, 8, 8, 16]))
+    head = ProjectionHead(enc.out_features, hidden=32, out=8)
+    z = head(enc(torch.randn(4, 1, 16, 16)))
+    assert z.shape == (4, 8)
+    z.pow(2).sum().backward()
+    assert enc.backbone.conv1.weight.grad is not None
+    assert enc.backbone.conv1.weight.grad.abs().sum() > 0
+
+
+def test_head_without_batch_norm_is_per_sample() -> None:
+    torch.manual_seed(0)
+    head = ProjectionHead(16, 8, 4, batch_norm=False).train()
+    x = torch.randn(6, 16)
+    assert torch.allclose(head(x)[:3], head(x[:3]), atol=1e-6)

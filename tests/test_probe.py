@@ -1,0 +1,156 @@
+"""Linear / kNN probes on frozen features: known answers, patient-level folds, bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from medcl.errors import MedclInputError
+from medcl.train.probe import (
+    MetricSummary,
+    _inner_splits,
+    _subsample_patients,
+    check_patient_folds,
+    probe_features,
+    write_probe_result,
+)
+
+FAST = {"Cs": (0.1, 1.0), "alphas": (0.1, 10.0), "inner_folds": 2}
+
+
+def _patients(n_patients: int = 60, per_patient: int = 2) -> np.ndarray:
+    return np.repeat([f"p{i:03d}" for i in range(n_patients)], per_patient)
+
+
+def _separable(seed: int = 0, n_patients: int = 60) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    groups = _patients(n_patients)
+    y = rng.integers(0, 2, n_patients)[np.unique(groups, return_inverse=True)[1]].astype(float)
+    x = rng.normal(size=(len(y), 8))
+    x[:, 0] += 6.0 * y  # the label is linearly separable along feature 0
+    return x, y, groups
+
+
+def test_separable_binary_label_gives_auc_near_one():
+    x, y, groups = _separable()
+    result = probe_features(x, y, groups, "binary", n_folds=4, **FAST)
+    assert result.metric("roc_auc").mean > 0.99
+    assert result.metric("balanced_accuracy").mean > 0.95
+    assert result.n_folds == 4 and result.n_subjects == len(y)
+
+
+def test_random_binary_label_gives_auc_near_half():
+    x, _, groups = _separable()
+    y = np.random.default_rng(1).integers(0, 2, len(groups)).astype(float)
+    result = probe_features(x, y, groups, "binary", n_folds=4, **FAST)
+    auc = result.metric("roc_auc")
+    assert abs(auc.mean - 0.5) < 0.15
+    assert auc.ci_low < 0.5 + 0.15
+
+
+def test_multiclass_macro_ovr_auc_and_knn():
+    rng = np.random.default_rng(0)
+    groups = _patients(60)
+    codes = rng.integers(0, 3, 60)[np.unique(groups, return_inverse=True)[1]]
+    x = rng.normal(size=(len(codes), 6))
+    x[np.arange(len(codes)), codes] += 5.0
+    result = probe_features(x, codes.astype(float), groups, "multiclass", n_folds=3, knn=True, **FAST)
+    assert result.metric("roc_auc").mean > 0.98
+    assert result.metric("accuracy", probe="knn").mean > 0.8
+    assert result.info["n_classes"] == 3
+
+
+def test_continuous_label_ridge_mae_r2_and_missing_labels_dropped():
+    rng = np.random.default_rng(0)
+    groups = _patients(50)
+    x = rng.normal(size=(100, 5))
+    y = 3.0 * x[:, 1] + 0.1 * rng.normal(size=100)
+    y[:7] = np.nan
+    result = probe_features(x, y, groups, "continuous", n_folds=3, **FAST)
+    assert result.metric("r2").mean > 0.95
+    assert result.metric("mae").mean < 0.5
+    assert result.info["n_dropped_missing_label"] == 7
+    assert result.n_subjects == 93
+    assert any("7 subject(s) without a label" in n for n in result.notes)
+
+
+def test_label_efficiency_curve_uses_requested_patient_counts():
+    x, y, groups = _separable()
+    result = probe_features(x, y, groups, "binary", n_folds=3, train_sizes=[6, "all"], **FAST)
+    small = result.metric("roc_auc", train_size=6)
+    full = result.metric("roc_auc", train_size="all")
+    rows = {(r["train_size"], r["metric"]): r for r in result.rows}
+    assert rows[(6, "roc_auc")]["n_train"] == pytest.approx(12.0)  # 6 patients x 2 subjects
+    assert small.n_folds == 3 and full.mean > 0.99
+
+
+def test_outer_folds_never_split_a_patient():
+    _x, y, groups = _separable(n_patients=30)
+    from medcl.train.probe import _outer_folds
+
+    codes = np.unique(groups, return_inverse=True)[1]
+    folds = _outer_folds(y.astype(int), codes, "binary", 5, seed=3)
+    for patient in np.unique(codes):
+        assert len(np.unique(folds[codes == patient])) == 1
+    for tr, te in _inner_splits(y.astype(int), codes, "binary", 3, seed=0):
+        assert not set(codes[tr]) & set(codes[te])
+
+
+def test_given_folds_that_split_a_patient_are_refused():
+    x, y, groups = _separable(n_patients=20)
+    folds = np.arange(len(y)) % 4  # the two subjects of a patient land in different folds
+    with pytest.raises(MedclInputError, match=r"split .* patient"):
+        probe_features(x, y, groups, "binary", folds=folds, **FAST)
+    with pytest.raises(MedclInputError):
+        check_patient_folds(folds, groups)
+
+
+def test_subsample_keeps_every_class_and_whole_patients():
+    _x, y, groups = _separable(n_patients=40)
+    codes = np.unique(groups, return_inverse=True)[1]
+    idx = np.arange(len(y))
+    sub = _subsample_patients(idx, y.astype(int), codes, "binary", 5, np.random.default_rng(0))
+    assert len(np.unique(codes[sub])) == 5
+    assert len(np.unique(y[sub])) == 2
+    for p in np.unique(codes[sub]):  # both subjects of a chosen patient are kept
+        assert (codes[sub] == p).sum() == (codes == p).sum()
+
+
+@pytest.mark.parametrize(
+    ("labels", "kind", "match"),
+    [
+        (np.zeros(40), "binary", "constant"),
+        (np.full(40, np.nan), "binary", "no subject has a value"),
+        (np.linspace(0, 1, 40), "binary", "class codes"),
+        (np.ones(40), "continuous", "constant"),
+    ],
+)
+def test_bad_labels_raise_clear_errors(labels, kind, match):
+    x = np.random.default_rng(0).normal(size=(40, 3))
+    with pytest.raises(MedclInputError, match=match):
+        probe_features(x, labels, _patients(20), kind, **FAST)
+
+
+def test_metric_summary_t_interval():
+    s = MetricSummary.from_folds([0.6, 0.7, 0.8, float("nan")])
+    assert s.n_folds == 3
+    assert s.mean == pytest.approx(0.7)
+    assert s.std == pytest.approx(0.1)
+    half = 4.302652729911275 * 0.1 / np.sqrt(3)  # t(0.975, df=2)
+    assert s.ci_low == pytest.approx(0.7 - half) and s.ci_high == pytest.approx(0.7 + half)
+
+
+def test_results_written_as_json_and_csv(tmp_path):
+    import json
+
+    import pandas as pd
+
+    x, y, groups = _separable(n_patients=30)
+    result = probe_features(x, y, groups, "binary", n_folds=3, **FAST)
+    json_path, csv_path = write_probe_result(result, tmp_path / "probe", "dx", encoder="test")
+    data = json.loads(json_path.read_text())
+    assert data["label"] == "dx" and data["encoder"] == "test" and data["kind"] == "binary"
+    table = pd.read_csv(csv_path)
+    assert set(table["metric"]) == {"roc_auc", "balanced_accuracy", "accuracy"}
+    assert not list((tmp_path / "probe").glob(".*.tmp"))
+    assert "roc_auc" in result.table()
