@@ -55,7 +55,7 @@ def time_fwd_bwd(fn, z: torch.Tensor, kernel: torch.Tensor | None, repeats: int)
         loss = fn(x, kernel)
         loss.backward()
         elapsed = time.perf_counter() - start
-        value = float(loss)
+        value = loss.item()
         if i > 0:  # first run is a warm-up
             best = min(best, elapsed)
     return best, value

@@ -29,6 +29,7 @@ def atomic_path(target: str | os.PathLike, *, is_dir: bool = False) -> Iterator[
         tmp = Path(name)
     try:
         yield tmp
+        _default_permissions(tmp)
         if is_dir and target.exists():
             shutil.rmtree(target)
         os.replace(tmp, target)
@@ -38,6 +39,16 @@ def atomic_path(target: str | os.PathLike, *, is_dir: bool = False) -> Iterator[
         else:
             tmp.unlink(missing_ok=True)
         raise
+
+
+def _default_permissions(path: Path) -> None:
+    """mkstemp/mkdtemp create private (0600/0700) paths; give them the usual umask permissions."""
+    umask = os.umask(0)
+    os.umask(umask)
+    if path.is_dir():
+        os.chmod(path, 0o777 & ~umask)
+    elif path.exists():
+        os.chmod(path, 0o666 & ~umask)
 
 
 def write_text(target: str | os.PathLike, text: str) -> Path:

@@ -22,8 +22,11 @@ def report(
         "auto", "--projection", help="2D projection of embeddings: auto (t-SNE when small), pca or tsne"
     ),
 ) -> None:
-    """Write an HTML report: training curves, probe table with confidence intervals,
-    label-efficiency curves, embedding projection, prior kernel, attribute diagnostics, config.
+    """Write a self-contained HTML report for one or several run directories.
+
+    Sections: training curves, probe table with confidence intervals, label-efficiency curves,
+    2D projection of the embeddings, prior kernel, attribute diagnostics, resolved config, and a
+    comparison table when several runs are given.
 
     Plots are embedded as PNG, so the file can be e-mailed or archived on its own. Sections whose
     files are missing are replaced by a short note; subject ids are never shown.

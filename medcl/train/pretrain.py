@@ -164,7 +164,10 @@ def build_trainer(config: PretrainConfig, run: RunDir, callbacks: list, steps_pe
 
     from medcl.train.callbacks import AtomicCheckpointIO
 
-    loggers = [CSVLogger(save_dir=str(run.logs_dir), name="", version="", flush_logs_every_n_steps=10),
+    # One CSV log folder per session (a resume starts a new part); metrics.csv merges them.
+    part = len(list(run.logs_dir.glob("part-*"))) if run.logs_dir.is_dir() else 0
+    loggers = [CSVLogger(save_dir=str(run.logs_dir), name="", version=f"part-{part:02d}",
+                         flush_logs_every_n_steps=10),
                TensorBoardLogger(save_dir=str(run.path), name="tb", version="", default_hp_metric=False)]
     if config.progress_bar:
         callbacks = [*callbacks, TQDMProgressBar(refresh_rate=1)]

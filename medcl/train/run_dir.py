@@ -10,7 +10,7 @@ Layout::
       checkpoints/         last.ckpt (refreshed every N steps / each epoch) + epoch=NNNN.ckpt
       metrics.csv          one row per logged step / epoch (flattened Lightning CSV logs)
       tb/                  TensorBoard events
-      logs/                raw Lightning CSV logs
+      logs/part-NN/        raw Lightning CSV logs, one folder per session (resumes add one)
       encoder.safetensors  encoder weights (before the projection head), written at the end
       encoder.json         EncoderSpec + input spec (channels, spatial dims, size, spacing, intensity)
       summary.json         what ran, how long, final loss, where things are

@@ -1,0 +1,476 @@
+"""Losses: hand-computed values, independent float64 references, limits, invariants, errors."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from medcl.errors import MedclInputError
+from medcl.kernels import KernelTerm, PriorKernel
+from medcl.losses import (
+    LOSS_METHODS,
+    AlignUniformLoss,
+    DecoupledContrastiveLoss,
+    DecoupledUniformityLoss,
+    InfoNCELoss,
+    KernelDecoupledUniformityLoss,
+    SupConLoss,
+    YAwareInfoNCELoss,
+    _pairwise,
+    align_uniform,
+    build_loss,
+    decoupled_contrastive,
+    decoupled_uniformity,
+    nt_xent,
+    supcon,
+    y_aware_infonce,
+)
+
+# ---------------------------------------------------------------- independent float64 references
+# Written from the formulas with explicit loops: no Gram trick, no masking, no shared helpers.
+
+
+def _normalise(z):
+    return [[z[i, v] / z[i, v].norm() for v in range(z.shape[1])] for i in range(z.shape[0])]
+
+
+def ref_du(z, kernel=None, t=2.0, lam=0.01):
+    x = _normalise(z)
+    n, views = z.shape[0], z.shape[1]
+    mu = torch.stack([sum(x[i]) / views for i in range(n)])
+    if kernel is not None:
+        eye = torch.eye(n, dtype=z.dtype)
+        mu = torch.linalg.solve(kernel + lam * eye, kernel) @ mu
+    total = sum(torch.exp(-t * ((mu[i] - mu[j]) ** 2).sum()) for i in range(n) for j in range(n) if i != j)
+    return torch.log(total / (n * (n - 1)))
+
+
+def ref_official_du(z, kernel=None, t=2.0, lam=0.01):
+    """The paper's code: explicit inverse, n x n product, pdist."""
+    mu = F.normalize(z, p=2, dim=-1).mean(dim=1)
+    if kernel is not None:
+        mu = torch.inverse(kernel + lam * torch.eye(len(kernel), dtype=z.dtype)) @ kernel @ mu
+    return torch.pdist(mu).pow(2).mul(-t).exp().mean().log()
+
+
+def _views(z):
+    x = _normalise(z)
+    flat = [x[i][v] for i in range(z.shape[0]) for v in range(z.shape[1])]
+    subject = [i for i in range(z.shape[0]) for _ in range(z.shape[1])]
+    return flat, subject
+
+
+def ref_weighted_infonce(z, weight, temperature):
+    """mean_a sum_b w(a, b) * -log(exp(s_ab) / sum_{c != a} exp(s_ac)), weights normalised per a."""
+    flat, subject = _views(z)
+    m = len(flat)
+    total = 0.0
+    for a in range(m):
+        raw = [0.0 if b == a else weight(a, b, subject) for b in range(m)]
+        norm = sum(raw)
+        denom = sum(torch.exp(flat[a] @ flat[c] / temperature) for c in range(m) if c != a)
+        for b in range(m):
+            if raw[b] > 0:
+                total = total - raw[b] / norm * torch.log(torch.exp(flat[a] @ flat[b] / temperature) / denom)
+    return total / m
+
+
+def ref_nt_xent(z, temperature=0.1):
+    return ref_weighted_infonce(z, lambda a, b, s: float(s[a] == s[b]), temperature)
+
+
+def ref_supcon(z, labels, temperature=0.1):
+    return ref_weighted_infonce(z, lambda a, b, s: float(labels[s[a]] == labels[s[b]]), temperature)
+
+
+def ref_y_aware(z, y, sigma, temperature=0.1):
+    def weight(a, b, s):
+        ya, yb = y[s[a]], y[s[b]]
+        if math.isnan(ya) or math.isnan(yb):
+            return float(s[a] == s[b])
+        return math.exp(-((ya - yb) ** 2) / (2 * sigma**2))
+
+    return ref_weighted_infonce(z, weight, temperature)
+
+
+def ref_dcl(z, temperature=0.1):
+    flat, subject = _views(z)
+    m = len(flat)
+    total = 0.0
+    for a in range(m):
+        positives = [b for b in range(m) if b != a and subject[b] == subject[a]]
+        negatives = sum(
+            torch.exp(flat[a] @ flat[c] / temperature) for c in range(m) if subject[c] != subject[a]
+        )
+        for b in positives:
+            total = total + (-(flat[a] @ flat[b]) / temperature + torch.log(negatives)) / len(positives)
+    return total / m
+
+
+def ref_align_uniform(z, alpha=2.0, t=2.0):
+    x = F.normalize(z, dim=-1)
+    n, views = z.shape[0], z.shape[1]
+    pairs = [(v, w) for v in range(views) for w in range(v + 1, views)]
+    align = sum((x[i, v] - x[i, w]).norm() ** alpha for i in range(n) for v, w in pairs) / (n * len(pairs))
+    uniform = sum(torch.pdist(x[:, v]).pow(2).mul(-t).exp().mean().log() for v in range(views)) / views
+    return align + uniform
+
+
+def _z(n=6, views=2, d=5, seed=0, dtype=torch.float64):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(n, views, d, generator=g, dtype=dtype) * 2).requires_grad_()
+
+
+def _rbf_kernel(n, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    a = torch.randn(n, 1, generator=g, dtype=torch.float64)
+    return torch.exp(-((a - a.T) ** 2) / 2)
+
+
+def _value_and_grad(fn, z):
+    z = z.detach().clone().requires_grad_()
+    value = fn(z)
+    (grad,) = torch.autograd.grad(value, z)
+    return value.detach(), grad
+
+
+def assert_same(fn, ref, z, atol=1e-6):
+    v1, g1 = _value_and_grad(fn, z)
+    v2, g2 = _value_and_grad(ref, z)
+    torch.testing.assert_close(v1, v2, atol=atol, rtol=0)
+    torch.testing.assert_close(g1, g2, atol=atol, rtol=0)
+
+
+# ---------------------------------------------------------------- hand-computed values
+
+
+def test_du_two_subjects_by_hand():
+    e1, e2 = torch.eye(2, dtype=torch.float64)
+    # identical views -> centroids e1, e2 at squared distance 2 -> L = log exp(-2t) = -4 for t = 2
+    z = torch.stack([torch.stack([e1, 3 * e1]), torch.stack([e2, 0.5 * e2])])  # scale is normalised away
+    assert decoupled_uniformity(z).item() == pytest.approx(-4.0, abs=1e-12)
+    # views e1, e2 -> mu0 = (1/2, 1/2); views -e1, -e1 -> mu1 = (-1, 0); ||mu0 - mu1||^2 = 2.5
+    z = torch.stack([torch.stack([e1, e2]), torch.stack([-e1, -2 * e1])])
+    assert decoupled_uniformity(z, t=2.0).item() == pytest.approx(-5.0, abs=1e-12)
+
+
+def test_kernel_du_two_subjects_by_hand():
+    # K = [[1, c], [c, 1]]: the difference mu0 - mu1 lies on the eigenvector (1, -1) of K with
+    # eigenvalue 1 - c, so A = (K + lam I)^-1 K shrinks it by (1 - c) / (1 - c + lam).
+    # c = lam = 0.5: factor 1/2, squared distance 2 -> 0.5, L = -t * 0.5 = -1.
+    e1, e2 = torch.eye(2, dtype=torch.float64)
+    z = torch.stack([torch.stack([e1, e1]), torch.stack([e2, e2])])
+    kernel = torch.tensor([[1.0, 0.5], [0.5, 1.0]], dtype=torch.float64)
+    assert decoupled_uniformity(z, kernel, t=2.0, lam=0.5).item() == pytest.approx(-1.0, abs=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("fn", "expected"),
+    [
+        (lambda z: nt_xent(z), math.log(3)),  # 3 candidates, all equally similar
+        (lambda z: supcon(z, torch.tensor([0, 1])), math.log(3)),
+        (lambda z: y_aware_infonce(z, torch.tensor([1.0, 2.0]), sigma=1.0), math.log(3)),
+        (lambda z: decoupled_contrastive(z), math.log(2)),  # 2 negatives, all equal
+        (lambda z: align_uniform(z), 0.0),  # no misalignment, all distances 0
+        (lambda z: decoupled_uniformity(z), 0.0),
+    ],
+)
+def test_identical_views_give_known_values(fn, expected):
+    z = torch.ones(2, 2, 3, dtype=torch.float64)
+    assert fn(z).item() == pytest.approx(expected, abs=1e-12)
+
+
+# ---------------------------------------------------------------- independent references
+
+
+@pytest.mark.parametrize("views", [2, 4])
+@pytest.mark.parametrize("with_kernel", [False, True])
+def test_du_matches_float64_reference(views, with_kernel):
+    z = _z(n=7, views=views)
+    kernel = _rbf_kernel(7) if with_kernel else None
+    assert_same(
+        lambda x: decoupled_uniformity(x, kernel, t=1.5, lam=0.05),
+        lambda x: ref_du(x, kernel, t=1.5, lam=0.05),
+        z,
+    )
+
+
+@pytest.mark.parametrize("views", [2, 4])
+@pytest.mark.parametrize("with_kernel", [False, True])
+def test_du_matches_official_formulation(views, with_kernel):
+    z = _z(n=9, views=views, seed=3)
+    kernel = _rbf_kernel(9, seed=4) if with_kernel else None
+    assert_same(lambda x: decoupled_uniformity(x, kernel), lambda x: ref_official_du(x, kernel), z, atol=1e-5)
+
+
+def test_du_blocked_triangle_and_recompute_paths(monkeypatch):
+    # several row blocks with ragged edges, and the backward that recomputes instead of storing
+    z = _z(n=11, views=2, seed=5)
+    kernel = _rbf_kernel(11)
+    expected = _value_and_grad(lambda x: ref_du(x, kernel), z)
+    monkeypatch.setattr(_pairwise, "_BLOCK_ROWS", 4)
+    for save_limit in (1 << 26, 0):
+        monkeypatch.setattr(_pairwise, "_SAVE_LIMIT", save_limit)
+        value, grad = _value_and_grad(lambda x: decoupled_uniformity(x, kernel), z)
+        torch.testing.assert_close(value, expected[0], atol=1e-10, rtol=0)
+        torch.testing.assert_close(grad, expected[1], atol=1e-10, rtol=0)
+
+
+def test_pairwise_potential_gradcheck():
+    x = torch.randn(6, 3, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda y: _pairwise.log_mean_gaussian_potential(y, 0.7), (x,))
+
+
+@pytest.mark.parametrize("views", [2, 4])
+def test_nt_xent_matches_reference(views):
+    assert_same(lambda x: nt_xent(x, temperature=0.5), lambda x: ref_nt_xent(x, 0.5), _z(5, views))
+
+
+@pytest.mark.parametrize("views", [2, 4])
+def test_dcl_matches_reference(views):
+    assert_same(lambda x: decoupled_contrastive(x, temperature=0.5), lambda x: ref_dcl(x, 0.5), _z(5, views))
+
+
+@pytest.mark.parametrize("views", [2, 4])
+def test_supcon_matches_reference(views):
+    labels = torch.tensor([0, 1, 0, 2, 1])
+    assert_same(
+        lambda x: supcon(x, labels, temperature=0.5),
+        lambda x: ref_supcon(x, labels.tolist(), 0.5),
+        _z(5, views),
+    )
+
+
+@pytest.mark.parametrize("views", [2, 4])
+def test_y_aware_matches_reference_with_missing(views):
+    y = torch.tensor([50.0, 61.0, float("nan"), 55.0, 70.0], dtype=torch.float64)
+    assert_same(
+        lambda x: y_aware_infonce(x, y, sigma=6.0, temperature=0.5),
+        lambda x: ref_y_aware(x, y.tolist(), 6.0, 0.5),
+        _z(5, views),
+    )
+    # a `missing` mask behaves like NaN
+    y_filled = torch.nan_to_num(y, nan=55.0)
+    missing = torch.isnan(y)
+    assert_same(
+        lambda x: y_aware_infonce(x, y_filled, sigma=6.0, temperature=0.5, missing=missing),
+        lambda x: ref_y_aware(x, y.tolist(), 6.0, 0.5),
+        _z(5, views),
+    )
+
+
+def test_y_aware_normalises_weights_per_anchor_not_per_candidate():
+    # With uneven y, normalising the kernel weights along the candidate axis (as the public
+    # implementations do) gives a different loss; ours is the per-anchor one of the paper.
+    z = _z(4, 2, seed=9)
+    y = [0.0, 0.1, 3.0, 9.0]
+    ours = y_aware_infonce(z, torch.tensor(y, dtype=torch.float64), sigma=1.0, temperature=0.5)
+    flat, subject = _views(z)
+    k = [
+        [math.exp(-((y[subject[a]] - y[subject[b]]) ** 2) / 2) if a != b else 0.0 for b in range(8)]
+        for a in range(8)
+    ]
+    column_sums = [sum(k[a][b] for a in range(8)) for b in range(8)]
+    wrong_axis = 0.0
+    for a in range(8):
+        denom = sum(torch.exp(flat[a] @ flat[c] / 0.5) for c in range(8) if c != a)
+        for b in range(8):
+            if a != b:
+                wrong_axis -= k[a][b] / column_sums[b] * torch.log(torch.exp(flat[a] @ flat[b] / 0.5) / denom)
+    torch.testing.assert_close(ours, ref_y_aware(z, y, 1.0, 0.5))
+    assert abs(ours.item() - wrong_axis.item() / 8) > 1e-3
+
+
+@pytest.mark.parametrize("views", [2, 4])
+def test_align_uniform_matches_reference(views):
+    assert_same(lambda x: align_uniform(x), lambda x: ref_align_uniform(x), _z(6, views))
+    assert_same(
+        lambda x: align_uniform(x, alpha=3.0, t=1.0), lambda x: ref_align_uniform(x, 3.0, 1.0), _z(6, views)
+    )
+
+
+# ---------------------------------------------------------------- limits and invariants
+
+
+def test_identity_kernel_is_plain_du_with_shrunk_temperature():
+    z, lam, t = _z(8, 2), 0.3, 2.0
+    with_identity = decoupled_uniformity(z, torch.eye(8, dtype=torch.float64), t=t, lam=lam)
+    plain = decoupled_uniformity(z, None, t=t / (1 + lam) ** 2)
+    torch.testing.assert_close(with_identity, plain, atol=1e-12, rtol=0)
+
+
+def test_constant_kernel_gives_constant_loss():
+    kernel = torch.ones(6, 6, dtype=torch.float64)  # every centroid becomes the same mean
+    for seed in range(3):
+        value, grad = _value_and_grad(lambda x: decoupled_uniformity(x, kernel), _z(6, 3, seed=seed))
+        assert value.item() == pytest.approx(0.0, abs=1e-10)
+        assert grad.abs().max().item() < 1e-8
+
+
+def test_y_aware_tiny_bandwidth_equals_nt_xent():
+    z = _z(6, 3)
+    y = torch.tensor([1.0, 2.0, 3.5, 4.0, 7.0, 9.0])
+    torch.testing.assert_close(y_aware_infonce(z, y, sigma=1e-4), nt_xent(z), atol=1e-10, rtol=0)
+    all_missing = torch.full((6,), float("nan"))
+    torch.testing.assert_close(y_aware_infonce(z, all_missing, sigma=5.0), nt_xent(z), atol=1e-10, rtol=0)
+
+
+def test_supcon_with_one_label_per_subject_equals_nt_xent():
+    z = _z(5, 2)
+    torch.testing.assert_close(supcon(z, torch.arange(5)), nt_xent(z), atol=1e-10, rtol=0)
+
+
+def test_large_t_stays_finite_where_the_official_form_underflows():
+    # orthonormal centroids: every squared distance is 2, so L = -2t exactly; exp(-1000) underflows
+    z = torch.eye(4, dtype=torch.float64)[:, None, :].repeat(1, 2, 1).requires_grad_()
+    t = 500.0
+    assert torch.isinf(ref_official_du(z.detach(), t=t))
+    value = decoupled_uniformity(z, t=t)
+    assert value.item() == pytest.approx(-2 * t, abs=1e-9)
+    (grad,) = torch.autograd.grad(value, z)
+    assert torch.isfinite(grad).all()
+
+
+LOSSES = {
+    "du": lambda z: decoupled_uniformity(z),
+    "kernel_du": lambda z: decoupled_uniformity(z, _rbf_kernel(z.shape[0]).to(z.dtype)),
+    "simclr": lambda z: nt_xent(z),
+    "y_aware": lambda z: y_aware_infonce(z, torch.linspace(0, 10, z.shape[0]), sigma=0.1),
+    "dcl": lambda z: decoupled_contrastive(z),
+    "align_uniform": lambda z: align_uniform(z),
+    "supervised": lambda z: supcon(z, torch.arange(z.shape[0]) % 4),
+}
+
+
+def _aligned_subjects(method, g):
+    """Per-subject embeddings (32, 1, 16) arranged the way the method's positives expect."""
+    if method == "supervised":  # subjects of a class share a centre (labels = index % 4)
+        return torch.randn(4, 1, 16, generator=g).repeat(8, 1, 1) + 0.05 * torch.randn(32, 1, 16, generator=g)
+    return torch.randn(32, 1, 16, generator=g)
+
+
+@pytest.mark.parametrize("method", sorted(LOSSES))
+def test_aligned_views_give_lower_loss_than_random_views(method):
+    g = torch.Generator().manual_seed(0)
+    aligned = _aligned_subjects(method, g) + 0.05 * torch.randn(32, 2, 16, generator=g)
+    random_views = torch.randn(32, 2, 16, generator=g)
+    assert LOSSES[method](aligned) < LOSSES[method](random_views)
+
+
+@pytest.mark.parametrize("method", sorted(LOSSES))
+def test_float32_in_float32_out(method):
+    z = torch.randn(6, 2, 4, requires_grad=True)
+    value = LOSSES[method](z)
+    value.backward()
+    assert value.dtype == torch.float32 and value.shape == () and torch.isfinite(z.grad).all()
+
+
+# ---------------------------------------------------------------- modules and build_loss
+
+
+def test_modules_forward_equals_functions():
+    z = _z(6, 2)
+    attributes = torch.tensor([[50.0, 0], [60, 1], [float("nan"), 1], [55, 0], [70, 1], [65, 0]])
+    missing = torch.isnan(attributes)
+    labels = torch.tensor([0, 1, 1, 0, 2, 2])
+    kernel = PriorKernel([KernelTerm("age", "rbf", 0, 1), KernelTerm("sex", "delta", 1, 2)]).fit(
+        attributes, missing
+    )
+    expected = {
+        "du": decoupled_uniformity(z, t=1.0),
+        "kernel_du": decoupled_uniformity(z, kernel(attributes, missing), t=1.0, lam=0.1),
+        "simclr": nt_xent(z, temperature=0.2),
+        "y_aware": y_aware_infonce(z, attributes[:, 0], sigma=4.0, temperature=0.2),
+        "dcl": decoupled_contrastive(z, temperature=0.2),
+        "align_uniform": align_uniform(z, t=1.0),
+        "supervised": supcon(z, labels, temperature=0.2),
+    }
+    options = {
+        "du": {"t": 1.0},
+        "kernel_du": {"kernel": kernel, "t": 1.0, "lam": 0.1},
+        "simclr": {"temperature": 0.2},
+        "y_aware": {"sigma": 4.0, "temperature": 0.2},
+        "dcl": {"temperature": 0.2},
+        "align_uniform": {"t": 1.0},
+        "supervised": {"temperature": 0.2},
+    }
+    assert set(LOSS_METHODS) == set(expected)
+    for method in LOSS_METHODS:
+        module = build_loss(method, **options[method])
+        got = module(z, attributes=attributes, missing=missing, labels=labels)
+        torch.testing.assert_close(got, expected[method], atol=1e-12, rtol=0, msg=method)
+    classes = {
+        "du": DecoupledUniformityLoss,
+        "kernel_du": KernelDecoupledUniformityLoss,
+        "simclr": InfoNCELoss,
+        "y_aware": YAwareInfoNCELoss,
+        "dcl": DecoupledContrastiveLoss,
+        "align_uniform": AlignUniformLoss,
+        "supervised": SupConLoss,
+    }
+    assert all(isinstance(build_loss(m, **options[m]), classes[m]) for m in LOSS_METHODS)
+
+
+def test_supcon_module_accepts_float_integer_codes():
+    z = _z(4, 2)
+    labels = torch.tensor([0.0, 1.0, 1.0, 0.0])
+    torch.testing.assert_close(SupConLoss()(z, labels=labels), supcon(z, labels.long()))
+
+
+# ---------------------------------------------------------------- errors name the culprit
+
+
+@pytest.mark.parametrize(
+    ("call", "culprit"),
+    [
+        (lambda: decoupled_uniformity(torch.randn(4, 8)), "z: expected shape (n, V, d)"),
+        (lambda: decoupled_uniformity(torch.randn(4, 1, 8)), "V >= 2"),
+        (lambda: decoupled_uniformity(torch.randn(1, 2, 8)), "n >= 2"),
+        (lambda: decoupled_uniformity([[1.0]]), "z: expected a torch.Tensor"),
+        (lambda: decoupled_uniformity(torch.randn(4, 2, 3), torch.eye(3)), "kernel: expected shape (4, 4)"),
+        (
+            lambda: decoupled_uniformity(
+                torch.randn(3, 2, 3), torch.tensor([[1.0, 0.9, 0], [0, 1, 0], [0, 0, 1]])
+            ),
+            "kernel: expected a symmetric",
+        ),
+        (
+            lambda: decoupled_uniformity(torch.randn(3, 2, 3), -torch.eye(3)),
+            "kernel: expected a positive semi-definite",
+        ),
+        (lambda: decoupled_uniformity(torch.randn(3, 2, 3), torch.full((3, 3), float("nan"))), "kernel"),
+        (lambda: decoupled_uniformity(torch.randn(3, 2, 3), t=0.0), "t: expected a finite number > 0"),
+        (lambda: decoupled_uniformity(torch.randn(3, 2, 3), torch.eye(3), lam=-1), "lam: expected"),
+        (lambda: nt_xent(torch.randn(3, 2, 3), temperature=-0.1), "temperature"),
+        (lambda: y_aware_infonce(torch.randn(3, 2, 3), torch.ones(4), sigma=1.0), "y: expected shape (3,)"),
+        (lambda: supcon(torch.randn(3, 2, 3), torch.ones(3)), "labels: expected integer"),
+        (lambda: build_loss("simclrr"), "kernel_du, du, simclr, y_aware, dcl, align_uniform, supervised"),
+        (lambda: build_loss("simclr", lam=0.1), "unknown option(s) lam"),
+        (lambda: build_loss("y_aware"), "missing required option(s) sigma"),
+        (lambda: build_loss("kernel_du"), "missing required option(s) kernel"),
+        (lambda: YAwareInfoNCELoss(sigma=1.0)(torch.randn(3, 2, 3)), "attributes: y_aware needs"),
+        (lambda: SupConLoss()(torch.randn(3, 2, 3)), "labels: supervised needs"),
+        (
+            lambda: SupConLoss()(torch.randn(3, 2, 3), labels=torch.tensor([0.5, 1, 2])),
+            "labels: expected integer",
+        ),
+    ],
+)
+def test_errors_name_the_bad_argument(call, culprit):
+    with pytest.raises(MedclInputError) as excinfo:
+        call()
+    assert culprit in str(excinfo.value)
+
+
+def test_kernel_du_module_errors():
+    kernel = PriorKernel([KernelTerm("age", "rbf", 0, 1, bandwidth=1.0)])
+    module = KernelDecoupledUniformityLoss(kernel)
+    with pytest.raises(MedclInputError, match="attributes: kernel_du needs"):
+        module(torch.randn(3, 2, 4))
+    with pytest.raises(MedclInputError, match="attributes: expected 3 rows"):
+        module(torch.randn(3, 2, 4), torch.randn(4, 1))
+    with pytest.raises(MedclInputError, match="kernel: expected a fitted"):
+        KernelDecoupledUniformityLoss("rbf")
