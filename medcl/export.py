@@ -19,7 +19,8 @@ input (``atol=1e-4``); only then is it renamed into place.
 Trust: safetensors and bundles hold only tensors and JSON (the safe choice for sharing). medcl
 never unpickles: ``torch.load`` is only called with ``weights_only=True`` and a ``.pt2`` archive
 holding pickled payloads is refused. A TorchScript file, however, is *code* that
-``torch.jit.load`` runs: only load TorchScript from a source you trust.
+``torch.jit.load`` runs: only load TorchScript from a source you trust (TorchScript is also
+deprecated in recent torch releases; prefer ``torch-export`` for a compiled graph).
 
 Example (a diagnosis model in three lines)::
 
@@ -300,13 +301,25 @@ def _load_torch_export(path: Path) -> nn.Module:
     return ExportedEncoder(program.module(), doc, "torch-export")
 
 
+@contextlib.contextmanager
+def _no_deprecation_notes() -> Iterator[None]:
+    """TorchScript still works in this torch but warns on every call; the module docs say so once."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is deprecated.*")
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+        yield
+
+
 def _load_torchscript(path: Path) -> nn.Module:
     names = _zip_names(path)
     if not any("/code/" in n or n.startswith("code/") for n in names):
         raise MedclInputError(f"{path}: not a TorchScript archive")
     extra = {METADATA_KEY: ""}
     try:
-        module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
+        with _no_deprecation_notes():
+            module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
     except Exception as err:  # RuntimeError with a C++ trace for a corrupted archive
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise MedclInputError(f"{path}: cannot load the TorchScript module ({first})") from None
@@ -438,12 +451,9 @@ def _write_torch_export(module: nn.Module, doc: dict[str, Any], out: Path, x: to
 
 
 def _write_torchscript(module: nn.Module, doc: dict[str, Any], out: Path, x: torch.Tensor) -> list[Path]:
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # TracerWarning / deprecation notices
+    with _no_deprecation_notes():
         traced = torch.jit.trace(module, (x,), check_trace=False)
-    torch.jit.save(traced, str(out), _extra_files={METADATA_KEY: json.dumps(doc)})
+        torch.jit.save(traced, str(out), _extra_files={METADATA_KEY: json.dumps(doc)})
     return [out]
 
 
@@ -735,6 +745,10 @@ def export_module(
         if target.is_dir() and fmt != "bundle":
             raise MedclInputError(f"{target} is a folder; give a file path for format {fmt}")
     doc = encoder_document(module, input_spec, spec=spec, training=training)
+    if any(p.device.type != "cpu" for p in module.parameters()):
+        import copy
+
+        module = copy.deepcopy(module).cpu()  # artifacts are written (and checked) from CPU weights
     x = _probe_input(input_shape(input_spec))
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp_dir = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
@@ -830,10 +844,20 @@ def run_training_info(run_dir: str | os.PathLike) -> dict[str, Any]:
     if config.uses_attributes:
         info["attributes"] = list(config.attributes or [t.get("name") for t in terms or []])
     if terms:
-        keep = ("name", "kind", "bandwidth", "weight")
+        # names, kinds, fitted bandwidths and weights only: the fitted reference points are
+        # per-subject attribute values and stay in the run directory
+        fitted = (kernel.get("fitted") or {}).get("bandwidths") or {}
         info["kernel"] = {
             "combine": kernel.get("combine"),
-            "terms": [{k: t.get(k) for k in keep if k in t} for t in terms],
+            "terms": [
+                {
+                    "name": t.get("name"),
+                    "kind": t.get("kind"),
+                    "bandwidth": fitted.get(t.get("name"), t.get("bandwidth")),
+                    "weight": t.get("weight"),
+                }
+                for t in terms
+            ],
         }
     info["encoder"] = config.encoder.model_dump(mode="json")
     info["epochs"] = config.epochs

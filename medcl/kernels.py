@@ -73,9 +73,7 @@ class KernelTerm:
         if not isinstance(self.name, str) or not self.name:
             raise MedclInputError(f"name: expected a non-empty attribute name, got {self.name!r}")
         if self.kind not in KERNEL_KINDS:
-            raise MedclInputError(
-                f"{where}: kind must be one of {', '.join(KERNEL_KINDS)}, got {self.kind!r}"
-            )
+            raise MedclInputError(f"{where}: kind must be one of {', '.join(KERNEL_KINDS)}, got {self.kind!r}")
         for field_name in ("start", "stop"):
             value = getattr(self, field_name)
             if isinstance(value, bool) or not isinstance(value, int | np.integer):
@@ -87,14 +85,8 @@ class KernelTerm:
         if self.bandwidth is not None:
             if self.kind != "rbf":
                 raise MedclInputError(f"{where}: bandwidth only applies to kind 'rbf', not {self.kind!r}")
-            if not (
-                isinstance(self.bandwidth, int | float)
-                and math.isfinite(self.bandwidth)
-                and self.bandwidth > 0
-            ):
-                raise MedclInputError(
-                    f"{where}: bandwidth must be a number > 0 or None, got {self.bandwidth!r}"
-                )
+            if not (isinstance(self.bandwidth, int | float) and math.isfinite(self.bandwidth) and self.bandwidth > 0):
+                raise MedclInputError(f"{where}: bandwidth must be a number > 0 or None, got {self.bandwidth!r}")
         if not (isinstance(self.weight, int | float) and math.isfinite(self.weight) and self.weight > 0):
             raise MedclInputError(f"{where}: weight must be a number > 0, got {self.weight!r}")
 
@@ -126,9 +118,7 @@ def _as_numpy(values: Any, name: str) -> np.ndarray:
     try:
         return np.asarray(values, dtype=np.float64)
     except (TypeError, ValueError) as exc:
-        raise MedclInputError(
-            f"{name}: expected a numeric (n, p) array, got {type(values).__name__}"
-        ) from exc
+        raise MedclInputError(f"{name}: expected a numeric (n, p) array, got {type(values).__name__}") from exc
 
 
 def _median_distance(x: np.ndarray) -> float:
@@ -217,9 +207,7 @@ class PriorKernel:
                 f"{', '.join(t.name for t in self.terms)}, got shape {tuple(values.shape)}"
             )
 
-    def fit(
-        self, values: np.ndarray | torch.Tensor, missing: np.ndarray | torch.Tensor | None = None
-    ) -> PriorKernel:
+    def fit(self, values: np.ndarray | torch.Tensor, missing: np.ndarray | torch.Tensor | None = None) -> PriorKernel:
         """Fit median-heuristic bandwidths and the imputation reference on training values.
 
         Args:
@@ -233,9 +221,7 @@ class PriorKernel:
         self._check_values(x)
         absent = np.isnan(x)
         if missing is not None:
-            m = np.asarray(
-                missing.detach().cpu() if isinstance(missing, torch.Tensor) else missing, dtype=bool
-            )
+            m = np.asarray(missing.detach().cpu() if isinstance(missing, torch.Tensor) else missing, dtype=bool)
             if m.shape != x.shape:
                 raise MedclInputError(f"missing: expected shape {x.shape} like values, got {m.shape}")
             absent |= m
@@ -245,8 +231,7 @@ class PriorKernel:
             observed = x[rows, term.start : term.stop]
             if len(observed) == 0:
                 raise MedclInputError(
-                    f"values: attribute {term.name!r} has no non-missing training value; "
-                    "cannot fit its kernel"
+                    f"values: attribute {term.name!r} has no non-missing training value; cannot fit its kernel"
                 )
             if term.kind == "rbf" and term.bandwidth is None:
                 bandwidths[term.name] = _median_distance(observed)
@@ -273,9 +258,7 @@ class PriorKernel:
         if missing is not None:
             m = missing if isinstance(missing, torch.Tensor) else torch.as_tensor(np.asarray(missing))
             if tuple(m.shape) != tuple(v.shape):
-                raise MedclInputError(
-                    f"missing: expected shape {tuple(v.shape)} like values, got {tuple(m.shape)}"
-                )
+                raise MedclInputError(f"missing: expected shape {tuple(v.shape)} like values, got {tuple(m.shape)}")
             absent = absent | m.to(device=v.device, dtype=torch.bool)
         n = v.shape[0]
         weight_total = sum(t.weight for t in self.terms)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
+import yaml
 
 TINY = {"arch": "resnet10", "widths": [4, 8, 8, 8]}
 
@@ -32,10 +33,21 @@ def make_run_dir(path: Path, manifest: Path, *, seed: int = 0) -> Path:
     path.mkdir(parents=True)
     encoder = tiny_encoder(m.image.spatial_dims, m.image.channels, seed=seed)
     export_module(encoder, input_spec(m), "safetensors", path / "encoder.safetensors")
-    (path / "config.yaml").write_text(
-        f"manifest: {manifest}\nmethod: kernel_du\nattributes: [age, sex]\n"
-        f"encoder: {{arch: resnet10, widths: [4, 8, 8, 8]}}\nepochs: 1\nbatch_size: 4\n"
-    )
+    kernel = {  # as pretraining writes it: the fitted reference holds per-subject values
+        "combine": "product",
+        "terms": [{"name": "age", "kind": "rbf", "start": 0, "stop": 1, "bandwidth": None, "weight": 1.0}],
+        "fitted": {"bandwidths": {"age": 12.5}, "references": {"age": {"points": [[61.25]], "weights": [1.0]}}},
+    }
+    config = {
+        "manifest": str(manifest),
+        "method": "kernel_du",
+        "attributes": ["age", "sex"],
+        "encoder": {"arch": "resnet10", "widths": [4, 8, 8, 8]},
+        "epochs": 1,
+        "batch_size": 4,
+        "kernel": kernel,
+    }
+    (path / "config.yaml").write_text(yaml.safe_dump(config))
     pd.DataFrame(
         {"subject_id": cohort.subject_ids, "patient_id": cohort.patient_ids, "split": cohort.split()}
     ).to_csv(path / "split.csv", index=False)

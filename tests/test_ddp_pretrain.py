@@ -14,7 +14,7 @@ from medcl.train.run_dir import RunDir
 
 # Per-sample normalisation only (no BatchNorm), so the forward pass does not depend on how the
 # batch is split over processes; the loss then sees the same global batch either way.
-DDP_SAFE = {"encoder": {"arch": "resnet10", "widths": [4, 8, 8, 16], "norm": "instance"},
+DDP_SAFE = {"encoder": {"arch": "resnet10", "widths": [4, 8, 8, 16], "norm": "group"},
             "projection": {"hidden": 16, "dim": 8, "batch_norm": False}, "epochs": 1}
 
 

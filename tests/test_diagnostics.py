@@ -156,3 +156,29 @@ def test_bad_combo_and_label_names(tmp_path):
         parse_combos(["dx_copy+weight"], cohort.attribute_names)
     with pytest.raises(MedclInputError, match="no label 'age'"):
         attribute_alignment(cohort, "age", permutations=10)
+
+
+def test_cli_attributes_prints_sorted_table_and_writes_json(tmp_path, capsys):
+    import json
+
+    from medcl.cli import main
+
+    manifest = _write_cohort(tmp_path)
+    out = tmp_path / "align.json"
+    args = ["attributes", "--manifest", str(manifest), "--label", "dx", "--combo", "dx_copy+noise"]
+    assert main([*args, "--permutations", "99", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    lines = [ln.split()[0] for ln in printed.splitlines()[3:6]]
+    assert lines[0] == "dx_copy" and set(lines) == {"dx_copy", "noise", "dx_copy+noise"}
+    data = json.loads(out.read_text())
+    assert data["permutations"] == 99 and data["rows"][0]["name"] == "dx_copy"
+
+
+def test_cli_attributes_bad_input_exits_2(tmp_path, capsys):
+    from medcl.cli import main
+
+    manifest = _write_cohort(tmp_path)
+    assert main(["attributes", "--manifest", str(manifest), "--label", "nope"]) == 2
+    assert "no label 'nope'" in capsys.readouterr().err
+    assert main(["attributes", "--manifest", str(manifest), "--label", "dx", "--combo", "dx_copy+bmi"]) == 2
+    assert "bmi" in capsys.readouterr().err

@@ -34,8 +34,13 @@ def _free_port() -> int:
 def _batch():
     g = torch.Generator().manual_seed(0)
     x = torch.randn(N, V, 4, generator=g, dtype=torch.float64)
-    attributes = torch.stack([torch.randn(N, generator=g, dtype=torch.float64) * 10 + 50,
-                              torch.randint(0, 2, (N,), generator=g).double()], dim=1)
+    attributes = torch.stack(
+        [
+            torch.randn(N, generator=g, dtype=torch.float64) * 10 + 50,
+            torch.randint(0, 2, (N,), generator=g).double(),
+        ],
+        dim=1,
+    )
     missing = torch.zeros(N, P, dtype=torch.bool)
     missing[[1, 6], 0] = True
     missing[7, 1] = True
@@ -82,9 +87,7 @@ def _worker(rank: int, port: int, results: dict) -> None:
             build_loss(method, **options)(head_single(x), attributes, missing, labels).backward()
             # this rank's shard, gathered
             z_local = head(x[shard]).detach().requires_grad_()
-            loss = build_loss(method, gather=True, **options)(
-                z_local, attributes[shard], missing[shard], labels[shard]
-            )
+            loss = build_loss(method, gather=True, **options)(z_local, attributes[shard], missing[shard], labels[shard])
             loss.backward()
             head_ddp = _projector()
             build_loss(method, gather=True, **options)(

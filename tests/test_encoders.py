@@ -44,7 +44,7 @@ def test_widths_are_validated_with_the_key_named() -> None:
 def test_resolved_fills_dims_and_refuses_contradiction() -> None:
     spec = EncoderSpec().resolved(2, 3)
     assert (spec.spatial_dims, spec.in_channels) == (2, 3)
-    with pytest.raises(MedclInputError, match="encoder.spatial_dims is 3"):
+    with pytest.raises(MedclInputError, match=r"encoder\.spatial_dims is 3"):
         EncoderSpec(spatial_dims=3).resolved(2, 1)
     with pytest.raises(ValueError, match="resolved"):
         build_encoder(EncoderSpec())
@@ -66,3 +66,22 @@ def test_head_without_batch_norm_is_per_sample() -> None:
     head = ProjectionHead(16, 8, 4, batch_norm=False).train()
     x = torch.randn(6, 16)
     assert torch.allclose(head(x)[:3], head(x[:3]), atol=1e-6)
+
+
+@pytest.mark.parametrize("norm", ["batch", "instance", "group"])
+def test_norm_choices_build(norm: str) -> None:
+    # instance norm needs > 1 voxel at the last stage: keep full resolution for 16^3
+    enc = build_encoder(EncoderSpec(spatial_dims=3, in_channels=1, widths=[4, 8, 8, 16], norm=norm,
+                                    first_stride=1, max_pool=False))
+    assert enc(torch.randn(2, 1, 16, 16, 16)).shape == (2, 16)
+
+
+@pytest.mark.parametrize("norm", ["instance", "group"])
+def test_non_batch_norms_make_features_per_sample(norm: str) -> None:
+    torch.manual_seed(0)
+    spec = EncoderSpec(spatial_dims=3, in_channels=1, widths=[4, 8, 8, 16], norm=norm, first_stride=1,
+                       max_pool=False)
+    enc = build_encoder(spec).train()
+    assert not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in enc.modules())
+    x = torch.randn(4, 1, 16, 16, 16)
+    torch.testing.assert_close(enc(x)[:2], enc(x[:2]), rtol=1e-4, atol=1e-5)

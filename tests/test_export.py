@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from downstream_helpers import make_run_dir, tiny_encoder
 
 from medcl.cli import main
 from medcl.errors import MedclInputError
@@ -22,7 +23,6 @@ from medcl.export import (
     export_module,
     load_encoder,
 )
-from downstream_helpers import make_run_dir, tiny_encoder
 
 INPUT_3D = {
     "channels": 1,
@@ -237,6 +237,8 @@ def test_cli_bundle_export_holds_no_ids(run_dir, synthetic_3d_manifest, tmp_path
     assert training["method"] == "kernel_du"
     assert training["attributes"] == ["age", "sex"]
     assert training["cohort"]["subjects"] == 24
+    assert training["kernel"]["terms"][0]["bandwidth"] == 12.5
+    assert "61.25" not in (out / "configs" / "metadata.json").read_text()  # no kernel reference points
     cohort = Cohort.from_manifest(synthetic_3d_manifest)
     ids = set(cohort.subject_ids) | set(cohort.patient_ids)
     blobs = [p.read_bytes() for p in out.rglob("*") if p.is_file()]

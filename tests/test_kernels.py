@@ -28,9 +28,7 @@ def test_rbf_kernel_by_hand():
     kernel = PriorKernel([KernelTerm("age", "rbf", 0, 1, bandwidth=1.0)])
     k = kernel(torch.tensor([[0.0], [1.0], [3.0]], dtype=torch.float64))
     e = math.exp
-    expected = torch.tensor(
-        [[1, e(-0.5), e(-4.5)], [e(-0.5), 1, e(-2.0)], [e(-4.5), e(-2.0), 1]], dtype=torch.float64
-    )
+    expected = torch.tensor([[1, e(-0.5), e(-4.5)], [e(-0.5), 1, e(-2.0)], [e(-4.5), e(-2.0), 1]], dtype=torch.float64)
     torch.testing.assert_close(k, expected, atol=1e-15, rtol=0)
 
 
@@ -71,9 +69,7 @@ def test_median_heuristic_convention():
 
 
 def test_missing_delta_uses_training_frequencies():
-    kernel = PriorKernel([KernelTerm("sex", "delta", 0, 1)]).fit(
-        np.array([[0.0], [0.0], [1.0], [1.0], [1.0]])
-    )
+    kernel = PriorKernel([KernelTerm("sex", "delta", 0, 1)]).fit(np.array([[0.0], [0.0], [1.0], [1.0], [1.0]]))
     k = kernel(np.array([[0.0], [NAN], [1.0], [NAN]]))
     # p(0) = 0.4, p(1) = 0.6; missing-missing = 0.4^2 + 0.6^2 = 0.52
     expected = torch.tensor(
@@ -105,9 +101,7 @@ def _mixed_kernel(combine="product"):
 
 def _cohort(n, seed=0, missing_rate=0.3):
     rng = np.random.default_rng(seed)
-    values = np.c_[
-        rng.normal(60, 10, n), rng.integers(0, 3, n), rng.normal(size=(n, 3)), rng.normal(size=(n, 2))
-    ]
+    values = np.c_[rng.normal(60, 10, n), rng.integers(0, 3, n), rng.normal(size=(n, 3)), rng.normal(size=(n, 2))]
     missing = np.zeros_like(values, dtype=bool)
     for start, stop in [(0, 1), (1, 2), (2, 5), (5, 7)]:
         missing[:, start:stop] = (rng.random(n) < missing_rate)[:, None]
@@ -149,9 +143,7 @@ def test_serialisation_round_trip_gives_identical_matrices():
     restored = PriorKernel.from_dict(json.loads(json.dumps(kernel.to_dict())))
     batch, batch_missing = _cohort(50, seed=3, missing_rate=0.4)
     for dtype in (np.float32, np.float64):
-        assert torch.equal(
-            kernel(batch.astype(dtype), batch_missing), restored(batch.astype(dtype), batch_missing)
-        )
+        assert torch.equal(kernel(batch.astype(dtype), batch_missing), restored(batch.astype(dtype), batch_missing))
     assert restored.bandwidths == kernel.bandwidths and restored.combine == "sum"
     reference = kernel.to_dict()["fitted"]["references"]
     assert len(reference["age"]["points"]) == 256 and len(reference["vae"]["points"]) == 256

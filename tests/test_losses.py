@@ -102,9 +102,7 @@ def ref_dcl(z, temperature=0.1):
     total = 0.0
     for a in range(m):
         positives = [b for b in range(m) if b != a and subject[b] == subject[a]]
-        negatives = sum(
-            torch.exp(flat[a] @ flat[c] / temperature) for c in range(m) if subject[c] != subject[a]
-        )
+        negatives = sum(torch.exp(flat[a] @ flat[c] / temperature) for c in range(m) if subject[c] != subject[a])
         for b in positives:
             total = total + (-(flat[a] @ flat[b]) / temperature + torch.log(negatives)) / len(positives)
     return total / m
@@ -269,10 +267,7 @@ def test_y_aware_normalises_weights_per_anchor_not_per_candidate():
     y = [0.0, 0.1, 3.0, 9.0]
     ours = y_aware_infonce(z, torch.tensor(y, dtype=torch.float64), sigma=1.0, temperature=0.5)
     flat, subject = _views(z)
-    k = [
-        [math.exp(-((y[subject[a]] - y[subject[b]]) ** 2) / 2) if a != b else 0.0 for b in range(8)]
-        for a in range(8)
-    ]
+    k = [[math.exp(-((y[subject[a]] - y[subject[b]]) ** 2) / 2) if a != b else 0.0 for b in range(8)] for a in range(8)]
     column_sums = [sum(k[a][b] for a in range(8)) for b in range(8)]
     wrong_axis = 0.0
     for a in range(8):
@@ -287,9 +282,7 @@ def test_y_aware_normalises_weights_per_anchor_not_per_candidate():
 @pytest.mark.parametrize("views", [2, 4])
 def test_align_uniform_matches_reference(views):
     assert_same(lambda x: align_uniform(x), lambda x: ref_align_uniform(x), _z(6, views))
-    assert_same(
-        lambda x: align_uniform(x, alpha=3.0, t=1.0), lambda x: ref_align_uniform(x, 3.0, 1.0), _z(6, views)
-    )
+    assert_same(lambda x: align_uniform(x, alpha=3.0, t=1.0), lambda x: ref_align_uniform(x, 3.0, 1.0), _z(6, views))
 
 
 # ---------------------------------------------------------------- limits and invariants
@@ -336,7 +329,7 @@ def test_large_t_stays_finite_where_the_official_form_underflows():
 
 LOSSES = {
     "du": lambda z: decoupled_uniformity(z),
-    "kernel_du": lambda z: decoupled_uniformity(z, _rbf_kernel(z.shape[0]).to(z.dtype)),
+    "kernel_du": lambda z: decoupled_uniformity(z, _rbf_kernel(z.shape[0]).float()),
     "simclr": lambda z: nt_xent(z),
     "y_aware": lambda z: y_aware_infonce(z, torch.linspace(0, 10, z.shape[0]), sigma=0.1),
     "dcl": lambda z: decoupled_contrastive(z),
@@ -368,6 +361,15 @@ def test_float32_in_float32_out(method):
     assert value.dtype == torch.float32 and value.shape == () and torch.isfinite(z.grad).all()
 
 
+@pytest.mark.parametrize("method", sorted(LOSSES))
+def test_mixed_precision_runs_in_float32(method):
+    z = torch.randn(6, 2, 4).to(torch.bfloat16)
+    expected = LOSSES[method](z.float())
+    torch.testing.assert_close(LOSSES[method](z), expected)  # half input is upcast exactly
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        torch.testing.assert_close(LOSSES[method](z.float()), expected)  # autocast is switched off
+
+
 # ---------------------------------------------------------------- modules and build_loss
 
 
@@ -376,9 +378,7 @@ def test_modules_forward_equals_functions():
     attributes = torch.tensor([[50.0, 0], [60, 1], [float("nan"), 1], [55, 0], [70, 1], [65, 0]])
     missing = torch.isnan(attributes)
     labels = torch.tensor([0, 1, 1, 0, 2, 2])
-    kernel = PriorKernel([KernelTerm("age", "rbf", 0, 1), KernelTerm("sex", "delta", 1, 2)]).fit(
-        attributes, missing
-    )
+    kernel = PriorKernel([KernelTerm("age", "rbf", 0, 1), KernelTerm("sex", "delta", 1, 2)]).fit(attributes, missing)
     expected = {
         "du": decoupled_uniformity(z, t=1.0),
         "kernel_du": decoupled_uniformity(z, kernel(attributes, missing), t=1.0, lam=0.1),
@@ -432,9 +432,7 @@ def test_supcon_module_accepts_float_integer_codes():
         (lambda: decoupled_uniformity([[1.0]]), "z: expected a torch.Tensor"),
         (lambda: decoupled_uniformity(torch.randn(4, 2, 3), torch.eye(3)), "kernel: expected shape (4, 4)"),
         (
-            lambda: decoupled_uniformity(
-                torch.randn(3, 2, 3), torch.tensor([[1.0, 0.9, 0], [0, 1, 0], [0, 0, 1]])
-            ),
+            lambda: decoupled_uniformity(torch.randn(3, 2, 3), torch.tensor([[1.0, 0.9, 0], [0, 1, 0], [0, 0, 1]])),
             "kernel: expected a symmetric",
         ),
         (

@@ -10,13 +10,13 @@ import pandas as pd
 import pytest
 import torch
 import yaml
+from _pretrain_helpers import cli, write_config
 from safetensors.torch import load_file
 
 from medcl.data.cohort import Cohort
 from medcl.kernels import PriorKernel
 from medcl.train.config import load_config
 from medcl.train.run_dir import RunDir
-from _pretrain_helpers import cli, write_config
 
 METHOD_OPTIONS = {
     "kernel_du": {"attributes": ["age", "score1"]},
@@ -141,3 +141,9 @@ def test_non_finite_loss_stops_with_a_clear_message(synthetic_3d_manifest: Path,
     assert not run.encoder_weights.exists()
     ckpt = torch.load(run.last_checkpoint, weights_only=True)  # the last good one is intact
     assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values() if v.is_floating_point())
+
+
+@pytest.mark.parametrize("path", sorted(Path(__file__).parent.parent.glob("pipelines/*.yaml")))
+def test_ready_configs_validate(path: Path) -> None:
+    config = load_config(path)
+    assert config.method == "kernel_du" and config.attributes

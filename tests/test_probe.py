@@ -12,6 +12,7 @@ from medcl.train.probe import (
     _subsample_patients,
     check_patient_folds,
     probe_features,
+    probe_run,
     write_probe_result,
 )
 
@@ -154,3 +155,65 @@ def test_results_written_as_json_and_csv(tmp_path):
     assert set(table["metric"]) == {"roc_auc", "balanced_accuracy", "accuracy"}
     assert not list((tmp_path / "probe").glob(".*.tmp"))
     assert "roc_auc" in result.table()
+
+
+# -- from a run directory, through the CLI ------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def run_dir(synthetic_3d_manifest, tmp_path_factory):
+    from downstream_helpers import make_run_dir
+
+    return make_run_dir(tmp_path_factory.mktemp("probe") / "run", synthetic_3d_manifest)
+
+
+def test_cli_probe_writes_results(run_dir, synthetic_3d_manifest, capsys):
+    import json
+
+    from medcl.cli import main
+
+    args = ["probe", str(run_dir), "--manifest", str(synthetic_3d_manifest), "--label", "diagnosis"]
+    assert main([*args, "--train-sizes", "6,all", "--knn", "--folds", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "roc_auc" in out and "knn" in out and "3 patient-level folds" in out
+    data = json.loads((run_dir / "probe" / "diagnosis.json").read_text())
+    assert data["n_folds"] == 3 and data["info"]["encoder"] == "pretrained"
+    assert {r["train_size"] for r in data["rows"]} == {6, "all"}
+    assert (run_dir / "probe" / "diagnosis.csv").is_file()
+    assert main([*args, "--random-init"]) == 0
+    random_init = json.loads((run_dir / "probe" / "diagnosis.random-init.json").read_text())
+    assert random_init["info"]["encoder"] == "random-init"
+
+
+def test_probe_run_continuous_label(run_dir, synthetic_3d_manifest):
+    result = probe_run(run_dir, synthetic_3d_manifest, "age", n_folds=3, progress=False, write=False, **FAST)
+    assert result.kind == "continuous"
+    assert np.isfinite(result.metric("mae").mean)
+
+
+def test_cli_probe_bad_inputs_exit_2(run_dir, synthetic_3d_manifest, tmp_path, capsys):
+    import shutil
+
+    import pandas as pd
+
+    from medcl.cli import main
+
+    base = ["probe", str(run_dir), "--manifest", str(synthetic_3d_manifest)]
+    assert main([*base, "--label", "weight"]) == 2
+    assert "no label 'weight'" in capsys.readouterr().err
+    assert main([*base, "--label", "diagnosis", "--train-sizes", "ten"]) == 2
+    assert "--train-sizes" in capsys.readouterr().err
+    empty = tmp_path / "empty_run"
+    empty.mkdir()
+    assert main(["probe", str(empty), "--manifest", str(synthetic_3d_manifest), "--label", "diagnosis"]) == 2
+    assert "no trained encoder" in capsys.readouterr().err
+    # a label that is constant on the cohort
+    cohort_dir = tmp_path / "cohort"
+    shutil.copytree(synthetic_3d_manifest.parent, cohort_dir)
+    table = pd.read_csv(cohort_dir / "participants.csv", dtype=str)
+    table["diagnosis"] = "control"
+    table.to_csv(cohort_dir / "participants.csv", index=False)
+    constant = str(cohort_dir / "manifest.yaml")
+    assert main(["probe", str(run_dir), "--manifest", constant, "--label", "diagnosis"]) == 2
+    err = capsys.readouterr().err
+    assert "diagnosis" in err and "one class" in err and "Traceback" not in err

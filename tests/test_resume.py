@@ -81,7 +81,7 @@ def test_batch_sampler_is_seeded_sharded_and_skips() -> None:
     full = EpochBatchSampler(12, 4, seed=3)
     full.set_epoch(1)
     batches = list(full)
-    assert len(batches) == 3 and sorted(sum(batches, [])) == list(range(12))
+    assert len(batches) == 3 and sorted(i for b in batches for i in b) == list(range(12))
     again = EpochBatchSampler(12, 4, seed=3)
     again.set_epoch(1)
     again.skip = 2

@@ -33,7 +33,8 @@ def pretrain_command(
         raise MedclInputError("--resume continues a run with its own config: do not combine it with --config/--out")
 
     from medcl.train.module import NonFiniteLossError
-    from medcl.train.pretrain import pretrain, resume as resume_run
+    from medcl.train.pretrain import pretrain
+    from medcl.train.pretrain import resume as resume_run
 
     try:
         if resume is not None:

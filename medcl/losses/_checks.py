@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import math
+from collections.abc import Callable
+from typing import Any
 
 import torch
 
@@ -50,3 +54,25 @@ def check_per_subject(x: object, n: int, name: str, *, integer: bool = False) ->
     if integer and (x.is_floating_point() or x.is_complex()):
         raise MedclInputError(f"{name}: expected integer class labels, got dtype {x.dtype}")
     return x
+
+
+def full_precision(fn: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
+    """Run a loss with autocast disabled and half-precision z upcast to float32.
+
+    Mixed-precision training (bf16 / fp16 autocast) would otherwise run the Gram matrices,
+    log-sum-exps and the Cholesky factorisation in half precision (or fail: no half Cholesky).
+    """
+
+    @functools.wraps(fn)
+    def wrapper(z: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        if isinstance(z, torch.Tensor) and z.dtype in (torch.float16, torch.bfloat16):
+            z = z.float()
+        device_type = z.device.type if isinstance(z, torch.Tensor) else "cpu"
+        try:
+            guard = torch.autocast(device_type=device_type, enabled=False)
+        except RuntimeError:  # a device type without autocast support
+            guard = contextlib.nullcontext()
+        with guard:
+            return fn(z, *args, **kwargs)
+
+    return wrapper

@@ -22,9 +22,7 @@ _BLOCK_ROWS = 512
 _SAVE_LIMIT = 1 << 26
 
 
-def _block_logits(
-    x: torch.Tensor, sq: torch.Tensor, a: int, b: int, t: float, mask: torch.Tensor
-) -> torch.Tensor:
+def _block_logits(x: torch.Tensor, sq: torch.Tensor, a: int, b: int, t: float, mask: torch.Tensor) -> torch.Tensor:
     """Logits -t ||x_i - x_j||^2 for rows [a, b) and columns [a+1, n), -inf where j <= i."""
     g = x[a:b] @ x[a + 1 :].T
     g.mul_(2.0 * t).sub_(sq[a:b, None] * t).sub_(sq[None, a + 1 :] * t).clamp_(max=0.0)

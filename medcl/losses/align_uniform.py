@@ -12,11 +12,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from medcl.losses._checks import check_positive, check_views
+from medcl.losses._checks import check_positive, check_views, full_precision
 from medcl.losses._pairwise import log_mean_gaussian_potential
 from medcl.losses.distributed import all_gather_with_grad
 
 
+@full_precision
 def align_uniform(
     z: torch.Tensor,
     *,

@@ -10,11 +10,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from medcl.losses._checks import check_positive, check_views
+from medcl.losses._checks import check_positive, check_views, full_precision
 from medcl.losses.distributed import all_gather_with_grad
 from medcl.losses.infonce import log_partition, mean_positive_logit, view_similarities
 
 
+@full_precision
 def decoupled_contrastive(z: torch.Tensor, *, temperature: float = 0.1, gather: bool = False) -> torch.Tensor:
     """DCL loss of z (n, V, d), a scalar.
 

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from medcl.errors import MedclInputError
-from medcl.losses._checks import check_positive, check_views
+from medcl.losses._checks import check_positive, check_views, full_precision
 from medcl.losses._pairwise import log_mean_gaussian_potential
 from medcl.losses.distributed import all_gather_with_grad, gather_optional
 
@@ -85,6 +85,7 @@ def kernel_smoothed_centroids(mu: torch.Tensor, kernel: torch.Tensor, lam: float
     return mu - lam * solved
 
 
+@full_precision
 def decoupled_uniformity(
     z: torch.Tensor,
     kernel: torch.Tensor | None = None,
@@ -153,9 +154,7 @@ class KernelDecoupledUniformityLoss(nn.Module):
     def __init__(self, kernel: PriorKernel, t: float = 2.0, lam: float = 0.01, gather: bool = False):
         super().__init__()
         if not callable(kernel):
-            raise MedclInputError(
-                f"kernel: expected a fitted medcl.kernels.PriorKernel, got {type(kernel).__name__}"
-            )
+            raise MedclInputError(f"kernel: expected a fitted medcl.kernels.PriorKernel, got {type(kernel).__name__}")
         self.kernel = kernel
         self.t = check_positive(t, "t")
         self.lam = check_positive(lam, "lam")

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from medcl.losses._checks import check_positive, check_views
+from medcl.losses._checks import check_positive, check_views, full_precision
 from medcl.losses.distributed import all_gather_with_grad
 
 
@@ -45,6 +45,7 @@ def soft_target_infonce(logits: torch.Tensor, weights: torch.Tensor) -> torch.Te
     return (log_partition(logits, eye) - (weights * logits).sum(dim=1)).mean()
 
 
+@full_precision
 def nt_xent(z: torch.Tensor, *, temperature: float = 0.1, gather: bool = False) -> torch.Tensor:
     """Multi-view NT-Xent (SimCLR InfoNCE) of z (n, V, d), a scalar.
 

@@ -12,14 +12,13 @@ import torch
 from torch import nn
 
 from medcl.errors import MedclInputError
-from medcl.losses._checks import check_per_subject, check_positive, check_views
+from medcl.losses._checks import check_per_subject, check_positive, check_views, full_precision
 from medcl.losses.distributed import all_gather_with_grad, gather_optional
 from medcl.losses.infonce import soft_target_infonce, view_similarities
 
 
-def supcon(
-    z: torch.Tensor, labels: torch.Tensor, *, temperature: float = 0.1, gather: bool = False
-) -> torch.Tensor:
+@full_precision
+def supcon(z: torch.Tensor, labels: torch.Tensor, *, temperature: float = 0.1, gather: bool = False) -> torch.Tensor:
     """SupCon loss of z (n, V, d) with integer class labels (n,), a scalar.
 
     Raises MedclInputError when z is not (n, V, d) with n, V >= 2, labels are not (n,) integers,

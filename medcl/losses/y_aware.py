@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from medcl.errors import MedclInputError
-from medcl.losses._checks import check_per_subject, check_positive, check_views
+from medcl.losses._checks import check_per_subject, check_positive, check_views, full_precision
 from medcl.losses.distributed import all_gather_with_grad, gather_optional
 from medcl.losses.infonce import soft_target_infonce, view_similarities
 
@@ -37,6 +37,7 @@ def y_aware_weights(y: torch.Tensor, missing: torch.Tensor | None, views: int, s
     return k / k.sum(dim=1, keepdim=True)
 
 
+@full_precision
 def y_aware_infonce(
     z: torch.Tensor,
     y: torch.Tensor,
@@ -89,9 +90,7 @@ class YAwareInfoNCELoss(nn.Module):
         if attributes.dim() == 1:
             attributes = attributes[:, None]
         if attributes.dim() != 2 or attributes.shape[1] < 1:
-            raise MedclInputError(
-                f"attributes: expected shape (n, p) with p >= 1, got {tuple(attributes.shape)}"
-            )
+            raise MedclInputError(f"attributes: expected shape (n, p) with p >= 1, got {tuple(attributes.shape)}")
         miss = None
         if missing is not None:
             missing = torch.as_tensor(missing)

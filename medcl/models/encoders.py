@@ -90,6 +90,8 @@ class Encoder(nn.Module):
 def _norm(spec: EncoderSpec) -> str | tuple:
     if spec.norm == "group":
         return ("group", {"num_groups": 1})  # layer-norm-like, valid for any channel count
+    if spec.norm == "instance":
+        return ("instance", {"affine": True})  # MONAI's ResNet init needs a weight
     return spec.norm
 
 
@@ -140,8 +142,22 @@ def build_encoder(spec: EncoderSpec) -> Encoder:
         feed_forward=False,
         norm=_norm(spec),
     )
+    if spec.norm != "batch":
+        _replace_batch_norm(net, spec)
     expansion = 4 if block == "bottleneck" else 1
     return Encoder(net, spec, widths[-1] * expansion)
+
+
+def _replace_batch_norm(module: nn.Module, spec: EncoderSpec) -> None:
+    """Swap every BatchNorm for ``spec.norm``: MONAI's ResNet (1.6) applies ``norm`` to its stem
+    only, its residual blocks keep BatchNorm."""
+    from monai.networks.layers.utils import get_norm_layer
+
+    for name, child in module.named_children():
+        if isinstance(child, nn.modules.batchnorm._BatchNorm):
+            setattr(module, name, get_norm_layer(_norm(spec), spec.spatial_dims, child.num_features))
+        else:
+            _replace_batch_norm(child, spec)
 
 
 class ProjectionHead(nn.Sequential):

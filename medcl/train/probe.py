@@ -434,6 +434,24 @@ def probe_features(
     metric_names = list(REGRESSION_METRICS if kind == "continuous" else CLASSIFICATION_METRICS)
 
     probes = ["linear", "knn"] if knn else ["linear"]
+    from threadpoolctl import threadpool_limits
+
+    # Many small fits: one BLAS thread each is fastest, and avoids oversubscribing shared CPUs
+    # (multi-threaded BLAS on these small matrices ran 10-50x slower on a loaded 2-core machine).
+    with threadpool_limits(limits=1, user_api="blas"):
+        per_fold, n_train, chosen = _cross_validate(
+            x, y, g, kind, fold_of, fold_ids, sizes, probes, metric_names, n_classes,
+            seed=seed, inner_folds=inner_folds, Cs=Cs, alphas=alphas, neighbors=neighbors,
+        )
+    return _summarise(
+        x, y, g, kind, fold_ids, sizes, per_fold, n_train, chosen, metric_names, n_classes, notes,
+        dropped=dropped, inner_folds=inner_folds, seed=seed,
+    )
+
+
+def _cross_validate(x, y, g, kind, fold_of, fold_ids, sizes, probes, metric_names, n_classes, *,
+                    seed, inner_folds, Cs, alphas, neighbors):
+    """Outer loop: per fold, per training size, per probe: fit on the training part, score the rest."""
     per_fold: dict[tuple[str, int | str], dict[str, list[float]]] = {}
     n_train: dict[tuple[str, int | str], list[int]] = {}
     chosen: dict[str, list[dict[str, Any]]] = {p: [] for p in probes}
@@ -465,7 +483,11 @@ def probe_features(
                     chosen[probe].append(_json_safe(params))
                 for m, v in _scores(model, x[test_idx], y[test_idx], kind, n_classes).items():
                     scores[m].append(v)
+    return per_fold, n_train, chosen
 
+
+def _summarise(x, y, g, kind, fold_ids, sizes, per_fold, n_train, chosen, metric_names, n_classes, notes,
+               *, dropped, inner_folds, seed) -> ProbeResult:
     rows: list[dict[str, Any]] = []
     for (probe, size), scores in per_fold.items():
         for m in metric_names:
