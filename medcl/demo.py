@@ -154,6 +154,8 @@ def _signed(x: float, digits: int = 3) -> str:
 
 def _quiet_engine() -> None:
     """Lightning's info lines would drown the demo's own progress display."""
+    import lightning.pytorch  # noqa: F401  (it sets its loggers' levels on import: override after)
+
     for name in ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning"):
         logging.getLogger(name).setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", module="lightning")
@@ -187,8 +189,7 @@ def _vae_manifest(manifest: Path, s: DemoSettings, out: Path) -> Path:
 
     features = manifest.parent / "vae_latent.csv"
     if not features.is_file():
-        fit_vae_prior(manifest, features, VAEOptions(epochs=s.vae_epochs, latent_dim=8, batch_size=32,
-                                                     seed=0, progress=False))
+        fit_vae_prior(manifest, features, VAEOptions(epochs=s.vae_epochs, latent_dim=8, batch_size=32, seed=0))
     data = yaml.safe_load(manifest.read_text())
     data["attributes"] = [a for a in data["attributes"] if a["name"] != "vae"]
     data["attributes"].append({"name": "vae", "type": "embedding", "kernel": "cosine",

@@ -444,8 +444,10 @@ def _write_torch_export(module: nn.Module, doc: dict[str, Any], out: Path, x: to
     batch = torch.export.Dim("batch", min=1, max=4096)
     try:
         program = torch.export.export(module, (x,), dynamic_shapes=({0: batch},))
+        doc["batch_size"] = "dynamic"
     except Exception:  # a model that specialises on the batch size: export it static
         program = torch.export.export(module, (x,))
+        doc["batch_size"] = int(x.shape[0])
     torch.export.save(program, str(out), extra_files={METADATA_KEY: json.dumps(doc)})
     return [out]
 

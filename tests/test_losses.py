@@ -19,6 +19,7 @@ from medcl.losses import (
     KernelDecoupledUniformityLoss,
     SupConLoss,
     YAwareInfoNCELoss,
+    _cholesky,
     _pairwise,
     align_uniform,
     build_loss,
@@ -215,6 +216,19 @@ def test_du_blocked_triangle_and_recompute_paths(monkeypatch):
         value, grad = _value_and_grad(lambda x: decoupled_uniformity(x, kernel), z)
         torch.testing.assert_close(value, expected[0], atol=1e-10, rtol=0)
         torch.testing.assert_close(grad, expected[1], atol=1e-10, rtol=0)
+
+
+def test_blocked_cholesky_matches_lapack(monkeypatch):
+    monkeypatch.setattr(_cholesky, "_BLOCK", 4)  # 11 rows: blocks 4, 4, 3
+    a = torch.randn(11, 30, dtype=torch.float64)
+    spd = a @ a.T + 0.1 * torch.eye(11, dtype=torch.float64)
+    chol, info = _cholesky.cholesky_lower_(spd.clone())
+    assert info == 0
+    torch.testing.assert_close(chol, torch.linalg.cholesky(spd), atol=1e-12, rtol=0)
+    spd[6, 6] = -1.0  # the 7th leading minor is the first that is not positive definite
+    assert _cholesky.cholesky_lower_(spd.clone())[1] == torch.linalg.cholesky_ex(spd)[1].item() == 7
+    kernel = _rbf_kernel(11)  # and the loss through the blocked path equals the reference
+    assert_same(lambda x: decoupled_uniformity(x, kernel), lambda x: ref_du(x, kernel), _z(11, 2, seed=7))
 
 
 def test_pairwise_potential_gradcheck():

@@ -181,8 +181,8 @@ def test_cli_probe_writes_results(run_dir, synthetic_3d_manifest, capsys):
     assert {r["train_size"] for r in data["rows"]} == {6, "all"}
     assert (run_dir / "probe" / "diagnosis.csv").is_file()
     assert main([*args, "--random-init"]) == 0
-    random_init = json.loads((run_dir / "probe" / "diagnosis.random-init.json").read_text())
-    assert random_init["info"]["encoder"] == "random-init"
+    random_init = json.loads((run_dir / "probe" / "random-init" / "diagnosis.json").read_text())
+    assert random_init["info"]["encoder"] == "random-init" and random_init["encoder"] == "random-init"
 
 
 def test_probe_run_continuous_label(run_dir, synthetic_3d_manifest):

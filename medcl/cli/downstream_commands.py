@@ -82,8 +82,8 @@ def probe_command(
     typer.echo(result.table())
     for note in result.notes:
         typer.echo(f"note: {note}")
-    name = f"{label}.random-init" if random_init else label
-    typer.echo(f"results: {run_dir / 'probe' / (name + '.json')} (+ .csv)")
+    folder = run_dir / "probe" / "random-init" if random_init else run_dir / "probe"
+    typer.echo(f"results: {folder / (label + '.json')} (+ .csv)")
 
 
 def finetune_command(

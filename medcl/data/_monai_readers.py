@@ -8,6 +8,8 @@ PNG, NRRD) loads each file with the reader below. Imports MONAI: import this mod
 
 from __future__ import annotations
 
+import logging
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -15,6 +17,12 @@ from monai.data import ITKReader, NibabelReader, PILReader, PydicomReader
 from monai.utils import ensure_tuple
 
 from medcl.data.readers import image_format
+
+# MONAI's LoadImage instantiates every known reader, including the GPU-only nvImageCodec DICOM one,
+# which then warns on every load on a machine without it. Its fallback is the plain pydicom decoder
+# that medcl uses anyway, so the message carries no information here.
+logging.getLogger("monai.data.nvimgcodec_pydicom_plugin").setLevel(logging.ERROR)
+warnings.filterwarnings("ignore", message="NvImgCodecPydicomReader: nvImageCodec decoder plugin")
 
 
 def _all_of(filename: Sequence | object, fmt: str) -> bool:

@@ -19,6 +19,7 @@ from torch import nn
 
 from medcl.errors import MedclInputError
 from medcl.losses._checks import check_positive, check_views, full_precision
+from medcl.losses._cholesky import cholesky_lower_
 from medcl.losses._pairwise import log_mean_gaussian_potential
 from medcl.losses.distributed import all_gather_with_grad, gather_optional
 
@@ -71,12 +72,11 @@ def kernel_smoothed_centroids(mu: torch.Tensor, kernel: torch.Tensor, lam: float
     # Every pass over the n x n matrix counts at large n: one copy, then the factorisation.
     shifted = k.clone(memory_format=torch.contiguous_format)
     shifted.diagonal().add_(lam)
-    chol, info = torch.linalg.cholesky_ex(shifted)
-    del shifted
-    if int(info) != 0:
+    chol, info = cholesky_lower_(shifted)
+    if info != 0:
         raise MedclInputError(
             f"kernel: expected a positive semi-definite matrix; the Cholesky factorisation of "
-            f"kernel + lam*I (lam={lam:g}) failed at column {int(info)} (kernel has eigenvalues "
+            f"kernel + lam*I (lam={lam:g}) failed at column {info} (kernel has eigenvalues "
             f"below -lam, or non-finite entries)"
         )
     # (K + lam I)^-1 K mu = mu - lam (K + lam I)^-1 mu, with two triangular solves.

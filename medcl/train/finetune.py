@@ -6,6 +6,8 @@ checkpoint) and scored once on the test split with the probes' metrics.
 
 Losses: binary cross-entropy (binary), cross-entropy (multiclass), mean squared error on the
 standardised target (continuous; predictions are mapped back to label units for MAE / R²).
+Images get the manifest's deterministic preprocessing only (no augmentation). The run's own
+encoder files are never modified; the fine-tuned weights are not saved (only the metrics).
 """
 
 from __future__ import annotations

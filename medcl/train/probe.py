@@ -604,7 +604,8 @@ def probe_run(
     manifest's count) when they are stratified on this label (or it is continuous); otherwise
     patient-level folds stratified on this label, with the manifest's seed.
     ``random_init`` probes a randomly initialised encoder of the same architecture (a lower
-    bound). Results go to ``RUN_DIR/probe/<label>.json`` and ``.csv`` (``<label>.random-init.*``).
+    bound). Results go to ``RUN_DIR/probe/<label>.json`` and ``.csv`` (random init:
+    ``RUN_DIR/probe/random-init/<label>.*``, kept apart so reports never mix the two).
 
     Raises:
         MedclInputError: no trained encoder, unknown or constant label, channel mismatch.
@@ -662,10 +663,9 @@ def probe_run(
     if write:
         write_probe_result(
             result,
-            run_dir / "probe",
+            run_dir / "probe" / "random-init" if random_init else run_dir / "probe",
             label,
-            name=f"{label}.random-init" if random_init else label,
+            encoder="random-init" if random_init else "pretrained",
             manifest=cohort.manifest.name,
-            run_dir=str(run_dir),
         )
     return result
