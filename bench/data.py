@@ -95,7 +95,8 @@ def main() -> None:
                 peaks.append(res["peak_mib"])
                 print(
                     f"  cache={cache:6s} {label:3s} n={res['n']:5d}  after imports {res['base_mib']:6.1f}  "
-                    f"peak {res['peak_mib']:6.1f}  at end {res['end_mib']:6.1f}"
+                    f"peak {res['peak_mib']:6.1f} (+{res['peak_mib'] - res['base_mib']:5.1f})  "
+                    f"at end {res['end_mib']:6.1f}"
                 )
             goal = "(control: holds the cohort)" if cache == "memory" else "(goal <= 1.2x)"
             print(f"  cache={cache:6s} peak growth 10x/1x: {peaks[1] / peaks[0]:.3f}x {goal}")
