@@ -201,6 +201,7 @@ class MultiViewDataset(Dataset):
         stacked = np.stack(labels, axis=1) if labels else np.zeros((len(self.indices), 0))
         self.labels = torch.from_numpy(stacked.astype(np.float32))
         self._images = _PreprocessedImages(self.cohort, self.indices, cache, cache_dir, cache_workers)
+        self._random_parts = _random_transforms(self.augmentation)
 
     @property
     def cache_dir(self) -> Path | None:
@@ -216,7 +217,15 @@ class MultiViewDataset(Dataset):
 
     def view(self, image: torch.Tensor, index: int, view: int) -> torch.Tensor:
         """View number ``view`` of the (preprocessed) image of cohort row ``index``."""
-        self.augmentation.set_random_state(seed=view_seed(self.seed, self.epoch, index, view))
+        seed = view_seed(self.seed, self.epoch, index, view)
+        if self._random_parts is None:
+            self.augmentation.set_random_state(seed=seed)
+        else:
+            # One generator shared along the chain: MONAI's Compose.set_random_state would build a
+            # new RandomState per transform, which costs more than the augmentation of a 2D view.
+            state = np.random.RandomState(seed)
+            for part in self._random_parts:
+                part.set_random_state(state=state)
         return self.augmentation(image)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
@@ -326,3 +335,13 @@ def make_loader(
         persistent_workers=False,
         multiprocessing_context=context,
     )
+
+
+def _random_transforms(transform: Callable) -> list | None:
+    """The random transforms of a flat MONAI ``Compose``; None for anything else (nested
+    ``Compose``/``OneOf`` draw with their own generator, so they keep MONAI's seeding)."""
+    from monai.transforms import Compose, Randomizable
+
+    if not isinstance(transform, Compose) or any(isinstance(t, Compose) for t in transform.transforms):
+        return None
+    return [t for t in transform.transforms if isinstance(t, Randomizable)]

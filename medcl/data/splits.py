@@ -81,11 +81,16 @@ def group_kfold(
         parts = splitter.split(x, groups=codes)
     else:
         classes = _stratification_classes(np.asarray(y), k)
-        splitter = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
-        with warnings.catch_warnings():
-            # "The least populated class in y has only m members": fine, stratification is best-effort.
-            warnings.simplefilter("ignore", UserWarning)
-            parts = list(splitter.split(x, classes, groups=codes))
+        if np.bincount(np.unique(classes, return_inverse=True)[1]).max() < k:
+            # Every class is smaller than the number of folds: sklearn refuses to stratify, and
+            # stratification could not balance anything anyway. Plain group folds.
+            parts = GroupKFold(n_splits=k, shuffle=True, random_state=seed).split(x, groups=codes)
+        else:
+            splitter = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
+            with warnings.catch_warnings():
+                # "The least populated class in y has only m members": fine, stratification is best-effort.
+                warnings.simplefilter("ignore", UserWarning)
+                parts = list(splitter.split(x, classes, groups=codes))
     for fold, (_, test_idx) in enumerate(parts):
         folds[test_idx] = fold
     return folds
