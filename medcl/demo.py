@@ -69,8 +69,8 @@ class DemoSettings(BaseModel):
     subjects: int = Field(400, ge=40)
     size: int = Field(32, ge=16)
     seeds: int = Field(3, ge=1)
-    epochs: int = Field(12, ge=1)
-    batch_size: int = Field(64, ge=4)
+    epochs: int = Field(20, ge=1)
+    batch_size: int = Field(32, ge=4)
     widths: list[int] = [8, 16, 32, 64]
     lr: float = 3e-3
     views: int = Field(2, ge=2)

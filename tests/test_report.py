@@ -399,6 +399,7 @@ def _chromium(exe: str, profile: Path, *args: str) -> subprocess.CompletedProces
     return subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
 
 
+@pytest.mark.timeout(1200)  # may include installing chromium with apt-get on a fresh machine
 def test_report_renders_in_headless_chromium(
     chromium: str, rendered: tuple[Path, str], tmp_path: Path
 ) -> None:

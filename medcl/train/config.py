@@ -194,5 +194,8 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Pretrai
     config = parse_config(data, source=str(path), overrides=overrides)
     manifest = Path(config.manifest).expanduser()
     if not manifest.is_absolute():
-        manifest = (path.parent / manifest).resolve()
+        # A manifest written in the config is relative to the config file; one given on the
+        # command line (--set manifest=...) is relative to where the command runs.
+        from_command_line = any(o.split("=", 1)[0].strip() == "manifest" for o in overrides or [])
+        manifest = (Path.cwd() if from_command_line else path.parent).joinpath(manifest).resolve()
     return config.model_copy(update={"manifest": str(manifest)})
