@@ -69,9 +69,11 @@ class DemoSettings(BaseModel):
     subjects: int = Field(400, ge=40)
     size: int = Field(32, ge=16)
     seeds: int = Field(3, ge=1)
-    epochs: int = Field(20, ge=1)
+    epochs: int = Field(12, ge=1)
     batch_size: int = Field(32, ge=4)
     widths: list[int] = [8, 16, 32, 64]
+    first_stride: int = Field(1, ge=1, description="1 keeps full resolution: small lesions survive the stem")
+    max_pool: bool = False
     lr: float = 3e-3
     views: int = Field(2, ge=2)
     vae_epochs: int = Field(15, ge=1)
@@ -199,12 +201,17 @@ def _vae_manifest(manifest: Path, s: DemoSettings, out: Path) -> Path:
     return path
 
 
+def _encoder(s: DemoSettings) -> dict[str, Any]:
+    """The one encoder every arm uses (random init included)."""
+    return {"arch": "resnet18", "widths": s.widths, "first_stride": s.first_stride, "max_pool": s.max_pool}
+
+
 def _pretrain_config(method: DemoMethod, manifest: Path, s: DemoSettings, seed: int) -> dict[str, Any]:
     return {
         "manifest": str(manifest),
         **(method.config or {}),
         "views": s.views,
-        "encoder": {"arch": "resnet18", "widths": s.widths},
+        "encoder": _encoder(s),
         "projection": {"hidden": 4 * s.widths[-1], "dim": 2 * s.widths[-1]},
         "optimizer": {"name": "adamw", "lr": s.lr, "weight_decay": 1e-4, "warmup_epochs": 1},
         "epochs": s.epochs,
@@ -306,7 +313,7 @@ def run_demo(
         kernel = None
         if method.config is None:
             torch.manual_seed(seed)
-            spec = EncoderSpec(arch="resnet18", widths=s.widths, spatial_dims=s.dims, in_channels=1)
+            spec = EncoderSpec(**_encoder(s), spatial_dims=s.dims, in_channels=1)
             encoder = build_encoder(spec).eval()
             run_path.mkdir(parents=True, exist_ok=True)
             write_text(run_path / "config.yaml", f"method: random_init\nseed: {seed}\n")
