@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from medcl.atomic import atomic_path, write_json, write_text
 from medcl.errors import MedclInputError
@@ -92,14 +92,20 @@ class DemoSettings(BaseModel):
         }
         if name not in presets:
             raise MedclInputError(f"demo preset {name!r} unknown; use one of {sorted(presets)}")
-        return cls.model_validate({**presets[name], **overrides})
+        try:
+            return cls.model_validate({**presets[name], **overrides})
+        except ValidationError as err:
+            problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in err.errors())
+            raise MedclInputError(f"demo settings: {problems}") from None
 
-    def model_post_init(self, _context: Any) -> None:
+    @model_validator(mode="after")
+    def _check_methods(self) -> DemoSettings:
         unknown = [m for m in self.methods if m not in METHOD_NAMES]
         if unknown:
-            raise MedclInputError(f"demo methods {unknown} unknown; choose from {list(METHOD_NAMES)}")
+            raise ValueError(f"demo methods {unknown} unknown; choose from {list(METHOD_NAMES)}")
         if BASELINE not in self.methods:
-            raise MedclInputError(f"the demo compares against {BASELINE!r}: keep it in methods")
+            raise ValueError(f"the demo compares against {BASELINE!r}: keep it in methods")
+        return self
 
 
 @dataclass

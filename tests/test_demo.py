@@ -45,12 +45,15 @@ def test_summary_pairs_each_seed_with_the_baseline() -> None:
 
 
 def test_settings_refuse_unknown_methods_and_a_missing_baseline() -> None:
+    """Through the CLI's presets these are input errors (exit 2) that name the method."""
     with pytest.raises(MedclInputError, match="nope"):
-        DemoSettings(methods=["du", "nope"])
-    with pytest.raises(MedclInputError, match="du"):
-        DemoSettings(methods=["simclr"])
+        DemoSettings.preset("default", methods=["du", "nope"])
+    with pytest.raises(MedclInputError, match="'du'"):
+        DemoSettings.preset("quick", methods=["simclr"])
     with pytest.raises(MedclInputError, match="preset"):
         DemoSettings.preset("huge")
+    with pytest.raises(ValueError, match="nope"):  # pydantic's ValidationError for Python users
+        DemoSettings(methods=["du", "nope"])
 
 
 @pytest.mark.timeout(400)
