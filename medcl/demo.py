@@ -239,7 +239,7 @@ def _evaluate(encoder: Any, cohort: Any, held_out: np.ndarray, s: DemoSettings, 
     feats = encode_cohort(encoder, cohort, held_out, batch_size=64, progress=False)
     groups = np.asarray(cohort.patient_ids, dtype=object)[held_out]
     diag = probe_features(feats, cohort.label("diagnosis")[held_out], groups, "binary",
-                          n_folds=s.probe_folds, seed=seed)
+                          n_folds=s.probe_folds, seed=seed, train_sizes=[25, 50, "all"])
     age = probe_features(feats, cohort.label("age")[held_out], groups, "continuous",
                          n_folds=s.probe_folds, seed=seed)
     metrics = {
