@@ -66,3 +66,13 @@ def test_resolve_refuses_escape(tmp_path):
     assert m.resolve("img/a.nii", "image") == tmp_path.resolve() / "img" / "a.nii"
     with pytest.raises(MedclInputError, match="outside the data root"):
         m.resolve("../../etc/passwd", "image")
+
+
+def test_bandwidth_is_refused_for_kernels_without_one() -> None:
+    from medcl.data.manifest import AttributeSpec
+
+    assert AttributeSpec(name="age", type="continuous", bandwidth=5.0).bandwidth == 5.0
+    with pytest.raises(ValueError, match=r"'sex'.*bandwidth.*delta"):
+        AttributeSpec(name="sex", type="binary", bandwidth=1.0)
+    with pytest.raises(ValueError, match=r"'vae'.*bandwidth.*cosine"):
+        AttributeSpec(name="vae", type="embedding", features="vae.csv", bandwidth=1.0)

@@ -140,6 +140,10 @@ class AttributeSpec(_Strict):
             raise ValueError(f"attribute {self.name!r}: continuous attributes use the rbf kernel")
         if self.type == "embedding" and self.kernel_name not in ("rbf", "cosine"):
             raise ValueError(f"attribute {self.name!r}: embedding attributes use rbf or cosine")
+        if self.bandwidth is not None and self.kernel_name != "rbf":
+            raise ValueError(
+                f"attribute {self.name!r}: 'bandwidth' applies to the rbf kernel only, not {self.kernel_name}"
+            )
         return self
 
 

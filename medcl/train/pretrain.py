@@ -13,9 +13,11 @@ Python use::
 from __future__ import annotations
 
 import json
+import logging
 import platform
 import sys
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -156,6 +158,21 @@ def export_run_encoder(run: RunDir, module: Any, manifest: Any) -> None:
     })
 
 
+class _NoAdvertising(logging.Filter):
+    """Drop Lightning's 'Tip: try installing litlogger' line; keep its real information."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "litlogger" not in record.getMessage()
+
+
+def _drop_engine_advertising() -> None:
+    logger = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    if not any(isinstance(f, _NoAdvertising) for f in logger.filters):
+        logger.addFilter(_NoAdvertising())
+    # Lightning's own pytree helper triggers this torch deprecation on every fit; nothing to act on.
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
+
+
 def build_trainer(config: PretrainConfig, run: RunDir, callbacks: list, steps_per_epoch: int = 1) -> Any:
     """The Lightning Trainer for a run (loggers into the run dir, atomic checkpoint IO)."""
     import lightning as L
@@ -164,6 +181,7 @@ def build_trainer(config: PretrainConfig, run: RunDir, callbacks: list, steps_pe
 
     from medcl.train.callbacks import AtomicCheckpointIO
 
+    _drop_engine_advertising()
     # One CSV log folder per session (a resume starts a new part); metrics.csv merges them.
     part = len(list(run.logs_dir.glob("part-*"))) if run.logs_dir.is_dir() else 0
     loggers = [CSVLogger(save_dir=str(run.logs_dir), name="", version=f"part-{part:02d}",
