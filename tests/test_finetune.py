@@ -26,7 +26,7 @@ def test_finetune_binary_writes_test_metrics(run_dir, synthetic_3d_manifest):
     assert saved["test"].keys() == {"roc_auc", "balanced_accuracy", "accuracy"}
     assert 0.0 <= saved["test"]["accuracy"] <= 1.0
     assert saved["n_train"] + saved["n_val"] + saved["n_test"] == 24
-    assert 1 <= saved["epochs_run"] <= 2 and len(saved["val_loss_history"]) == saved["epochs_run"]
+    assert saved["epochs_run"] in (1, 2) and len(saved["val_loss_history"]) == saved["epochs_run"]
     assert saved["best_epoch"] == int(np.argmin(saved["val_loss_history"])) + 1
     assert result["path"].endswith("diagnosis.json")
 
