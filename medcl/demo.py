@@ -145,11 +145,17 @@ class DemoResult:
         ]
         for e in self.summary():
             n = e["seeds"]
+
+            def sd(key: str, digits: int, n: int = n, e: dict = e) -> str:
+                return f"± {e[key]:.{digits}f}" if n > 1 else " " * (digits + 4)  # no spread from one seed
+
             lines.append(
-                f"{e['method']:<13} {e['auc']:>8.3f} ± {e['auc_sd']:.3f} "
-                f"{_signed(e['d_auc']):>12} ± {e['d_auc_sd']:.3f}   {e['d_auc_wins']:>2}/{n} "
-                f"{e['mae']:>6.2f} ± {e['mae_sd']:.2f} {_signed(e['d_mae'], 2):>8} ± {e['d_mae_sd']:.2f}"
+                f"{e['method']:<13} {e['auc']:>8.3f} {sd('auc_sd', 3)} "
+                f"{_signed(e['d_auc']):>12} {sd('d_auc_sd', 3)}   {e['d_auc_wins']:>2}/{n} "
+                f"{e['mae']:>6.2f} {sd('mae_sd', 2)} {_signed(e['d_mae'], 2):>8} {sd('d_mae_sd', 2)}"
             )
+        if self.rows and max(r["seed"] for r in self.rows) == 0:
+            lines.append("(one seed: no spread; use --seeds 3 or more to compare methods)")
         return "\n".join(lines)
 
 
