@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from medcl.losses._checks import check_positive, check_views, full_precision
 from medcl.losses._pairwise import log_mean_gaussian_potential
+from medcl.losses.base import LossModule
 from medcl.losses.distributed import all_gather_with_grad
 
 
@@ -48,8 +48,10 @@ def align_uniform(
     return align_weight * align + uniform_weight * uniform
 
 
-class AlignUniformLoss(nn.Module):
+class AlignUniformLoss(LossModule):
     """Alignment + uniformity (method ``align_uniform``). See :func:`align_uniform`."""
+
+    loss_function = staticmethod(align_uniform)
 
     def __init__(
         self,
@@ -59,32 +61,4 @@ class AlignUniformLoss(nn.Module):
         uniform_weight: float = 1.0,
         gather: bool = False,
     ):
-        super().__init__()
-        self.alpha = check_positive(alpha, "alpha")
-        self.t = check_positive(t, "t")
-        self.align_weight = check_positive(align_weight, "align_weight")
-        self.uniform_weight = check_positive(uniform_weight, "uniform_weight")
-        self.gather = bool(gather)
-
-    def forward(
-        self,
-        z: torch.Tensor,
-        attributes: torch.Tensor | None = None,
-        missing: torch.Tensor | None = None,
-        labels: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """Loss of z (n, V, d); attributes, missing and labels are ignored."""
-        return align_uniform(
-            z,
-            alpha=self.alpha,
-            t=self.t,
-            align_weight=self.align_weight,
-            uniform_weight=self.uniform_weight,
-            gather=self.gather,
-        )
-
-    def extra_repr(self) -> str:
-        return (
-            f"alpha={self.alpha}, t={self.t}, align_weight={self.align_weight}, "
-            f"uniform_weight={self.uniform_weight}, gather={self.gather}"
-        )
+        super().__init__(gather, alpha=alpha, t=t, align_weight=align_weight, uniform_weight=uniform_weight)

@@ -8,9 +8,9 @@ over the temperature, P(a) the V-1 other views of subject i; the loss is the mea
 from __future__ import annotations
 
 import torch
-from torch import nn
 
 from medcl.losses._checks import check_positive, check_views, full_precision
+from medcl.losses.base import LossModule
 from medcl.losses.distributed import all_gather_with_grad
 from medcl.losses.infonce import log_partition, mean_positive_logit, view_similarities
 
@@ -32,23 +32,10 @@ def decoupled_contrastive(z: torch.Tensor, *, temperature: float = 0.1, gather: 
     return (log_partition(logits, same_subject) - mean_positive_logit(logits, n, v)).mean()
 
 
-class DecoupledContrastiveLoss(nn.Module):
+class DecoupledContrastiveLoss(LossModule):
     """DCL (method ``dcl``). See :func:`decoupled_contrastive`."""
 
+    loss_function = staticmethod(decoupled_contrastive)
+
     def __init__(self, temperature: float = 0.1, gather: bool = False):
-        super().__init__()
-        self.temperature = check_positive(temperature, "temperature")
-        self.gather = bool(gather)
-
-    def forward(
-        self,
-        z: torch.Tensor,
-        attributes: torch.Tensor | None = None,
-        missing: torch.Tensor | None = None,
-        labels: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """Loss of z (n, V, d); attributes, missing and labels are ignored."""
-        return decoupled_contrastive(z, temperature=self.temperature, gather=self.gather)
-
-    def extra_repr(self) -> str:
-        return f"temperature={self.temperature}, gather={self.gather}"
+        super().__init__(gather, temperature=temperature)

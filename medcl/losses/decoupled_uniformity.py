@@ -15,12 +15,12 @@ from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from medcl.errors import MedclInputError
 from medcl.losses._checks import check_positive, check_views, full_precision
 from medcl.losses._cholesky import cholesky_lower_
 from medcl.losses._pairwise import log_mean_gaussian_potential
+from medcl.losses.base import LossModule
 from medcl.losses.distributed import all_gather_with_grad, gather_optional
 
 if TYPE_CHECKING:
@@ -122,29 +122,16 @@ def decoupled_uniformity(
     return log_mean_gaussian_potential(mu, t)
 
 
-class DecoupledUniformityLoss(nn.Module):
+class DecoupledUniformityLoss(LossModule):
     """Decoupled uniformity without prior (method ``du``). See :func:`decoupled_uniformity`."""
 
+    loss_function = staticmethod(decoupled_uniformity)
+
     def __init__(self, t: float = 2.0, gather: bool = False):
-        super().__init__()
-        self.t = check_positive(t, "t")
-        self.gather = bool(gather)
-
-    def forward(
-        self,
-        z: torch.Tensor,
-        attributes: torch.Tensor | None = None,
-        missing: torch.Tensor | None = None,
-        labels: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """Loss of z (n, V, d); attributes, missing and labels are ignored."""
-        return decoupled_uniformity(z, None, t=self.t, gather=self.gather)
-
-    def extra_repr(self) -> str:
-        return f"t={self.t}, gather={self.gather}"
+        super().__init__(gather, t=t)
 
 
-class KernelDecoupledUniformityLoss(nn.Module):
+class KernelDecoupledUniformityLoss(LossModule):
     """Kernel decoupled uniformity (method ``kernel_du``).
 
     Holds a fitted :class:`medcl.kernels.PriorKernel`; ``forward`` builds K from the (gathered)
@@ -152,13 +139,10 @@ class KernelDecoupledUniformityLoss(nn.Module):
     """
 
     def __init__(self, kernel: PriorKernel, t: float = 2.0, lam: float = 0.01, gather: bool = False):
-        super().__init__()
         if not callable(kernel):
             raise MedclInputError(f"kernel: expected a fitted medcl.kernels.PriorKernel, got {type(kernel).__name__}")
+        super().__init__(gather, t=t, lam=lam)
         self.kernel = kernel
-        self.t = check_positive(t, "t")
-        self.lam = check_positive(lam, "lam")
-        self.gather = bool(gather)
 
     def forward(
         self,
@@ -181,6 +165,3 @@ class KernelDecoupledUniformityLoss(nn.Module):
             )
         k = self.kernel(attributes, missing)
         return decoupled_uniformity(z, k, t=self.t, lam=self.lam, gather=False)
-
-    def extra_repr(self) -> str:
-        return f"t={self.t}, lam={self.lam}, gather={self.gather}"

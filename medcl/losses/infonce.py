@@ -11,9 +11,9 @@ import math
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from medcl.losses._checks import check_positive, check_views, full_precision
+from medcl.losses.base import LossModule
 from medcl.losses.distributed import all_gather_with_grad
 
 
@@ -61,23 +61,10 @@ def nt_xent(z: torch.Tensor, *, temperature: float = 0.1, gather: bool = False) 
     return (log_partition(logits, eye) - mean_positive_logit(logits, n, v)).mean()
 
 
-class InfoNCELoss(nn.Module):
+class InfoNCELoss(LossModule):
     """NT-Xent / SimCLR InfoNCE (method ``simclr``). See :func:`nt_xent`."""
 
+    loss_function = staticmethod(nt_xent)
+
     def __init__(self, temperature: float = 0.1, gather: bool = False):
-        super().__init__()
-        self.temperature = check_positive(temperature, "temperature")
-        self.gather = bool(gather)
-
-    def forward(
-        self,
-        z: torch.Tensor,
-        attributes: torch.Tensor | None = None,
-        missing: torch.Tensor | None = None,
-        labels: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """Loss of z (n, V, d); attributes, missing and labels are ignored."""
-        return nt_xent(z, temperature=self.temperature, gather=self.gather)
-
-    def extra_repr(self) -> str:
-        return f"temperature={self.temperature}, gather={self.gather}"
+        super().__init__(gather, temperature=temperature)

@@ -9,10 +9,10 @@ view with a's label; the loss is the mean over anchors. With one label per subje
 from __future__ import annotations
 
 import torch
-from torch import nn
 
 from medcl.errors import MedclInputError
 from medcl.losses._checks import check_per_subject, check_positive, check_views, full_precision
+from medcl.losses.base import LossModule
 from medcl.losses.distributed import all_gather_with_grad, gather_optional
 from medcl.losses.infonce import soft_target_infonce, view_similarities
 
@@ -39,13 +39,11 @@ def supcon(z: torch.Tensor, labels: torch.Tensor, *, temperature: float = 0.1, g
     return soft_target_infonce(logits, weights)
 
 
-class SupConLoss(nn.Module):
+class SupConLoss(LossModule):
     """SupCon (method ``supervised``) on integer labels (n,). See :func:`supcon`."""
 
     def __init__(self, temperature: float = 0.1, gather: bool = False):
-        super().__init__()
-        self.temperature = check_positive(temperature, "temperature")
-        self.gather = bool(gather)
+        super().__init__(gather, temperature=temperature)
 
     def forward(
         self,
@@ -63,6 +61,3 @@ class SupConLoss(nn.Module):
                 raise MedclInputError("labels: expected integer class codes without missing values")
             labels = labels.long()
         return supcon(z, labels, temperature=self.temperature, gather=self.gather)
-
-    def extra_repr(self) -> str:
-        return f"temperature={self.temperature}, gather={self.gather}"

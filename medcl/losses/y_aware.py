@@ -12,10 +12,10 @@ sigma -> 0 and distinct y the weights select the subject's own views: NT-Xent.
 from __future__ import annotations
 
 import torch
-from torch import nn
 
 from medcl.errors import MedclInputError
 from medcl.losses._checks import check_per_subject, check_positive, check_views, full_precision
+from medcl.losses.base import LossModule
 from medcl.losses.distributed import all_gather_with_grad, gather_optional
 from medcl.losses.infonce import soft_target_infonce, view_similarities
 
@@ -67,14 +67,11 @@ def y_aware_infonce(
     return soft_target_infonce(logits, weights)
 
 
-class YAwareInfoNCELoss(nn.Module):
+class YAwareInfoNCELoss(LossModule):
     """y-Aware InfoNCE (method ``y_aware``) on the first attribute column (continuous)."""
 
     def __init__(self, sigma: float, temperature: float = 0.1, gather: bool = False):
-        super().__init__()
-        self.sigma = check_positive(sigma, "sigma")
-        self.temperature = check_positive(temperature, "temperature")
-        self.gather = bool(gather)
+        super().__init__(gather, sigma=sigma, temperature=temperature)
 
     def forward(
         self,
@@ -103,6 +100,3 @@ class YAwareInfoNCELoss(nn.Module):
             missing=miss,
             gather=self.gather,
         )
-
-    def extra_repr(self) -> str:
-        return f"sigma={self.sigma}, temperature={self.temperature}, gather={self.gather}"
