@@ -31,6 +31,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from medcl.errors import InputProblems, MedclInputError
+from medcl.yaml_files import read_yaml, validation_problems
 
 AttributeType = Literal["continuous", "categorical", "binary", "embedding"]
 KernelName = Literal["rbf", "delta", "cosine"]
@@ -274,14 +275,6 @@ class Manifest(_Strict):
         return yaml.safe_dump(self.model_dump(mode="json", exclude_none=True), sort_keys=False)
 
 
-def _format_pydantic(err: ValidationError, source: str) -> list[str]:
-    out = []
-    for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
-        out.append(f"{source}: {loc}: {e['msg']}")
-    return out
-
-
 def parse_manifest(data: dict, source: str = "manifest", path: Path | None = None) -> Manifest:
     """Validate a manifest given as a dict; every schema problem is reported at once."""
     if not isinstance(data, dict):
@@ -291,7 +284,7 @@ def parse_manifest(data: dict, source: str = "manifest", path: Path | None = Non
     try:
         m = Manifest.model_validate(data)
     except ValidationError as err:
-        raise InputProblems(_format_pydantic(err, source), header=f"invalid manifest {source}") from None
+        raise InputProblems(validation_problems(err, source), header=f"invalid manifest {source}") from None
     m.path = path
     return m
 
@@ -299,10 +292,5 @@ def parse_manifest(data: dict, source: str = "manifest", path: Path | None = Non
 def load_manifest(path: str | Path) -> Manifest:
     """Read and validate a manifest YAML file. Raises MedclInputError naming the file and field."""
     path = Path(path)
-    if not path.is_file():
-        raise MedclInputError(f"manifest {path} does not exist or is not a file")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except (yaml.YAMLError, UnicodeDecodeError) as err:
-        raise MedclInputError(f"manifest {path}: not valid YAML ({err})") from None
+    data = read_yaml(path, "manifest")
     return parse_manifest(data, source=str(path), path=path.resolve())

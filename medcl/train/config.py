@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from medcl.errors import InputProblems, MedclInputError
 from medcl.models.encoders import EncoderSpec
+from medcl.yaml_files import read_yaml, validation_problems
 
 Method = Literal["kernel_du", "du", "simclr", "y_aware", "dcl", "align_uniform", "supervised"]
 METHODS: tuple[str, ...] = ("kernel_du", "du", "simclr", "y_aware", "dcl", "align_uniform", "supervised")
@@ -128,14 +129,6 @@ class PretrainConfig(_Strict):
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
 
 
-def _format(err: ValidationError, source: str) -> list[str]:
-    out = []
-    for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
-        out.append(f"{source}: {loc}: {e['msg']}")
-    return out
-
-
 def parse_override(item: str) -> tuple[list[str], Any]:
     """Parse ``key.sub=value`` into (["key", "sub"], value) with ``value`` read as a YAML scalar."""
     if "=" not in item:
@@ -179,18 +172,13 @@ def parse_config(data: Any, source: str = "config", overrides: list[str] | None 
     try:
         return PretrainConfig.model_validate(data)
     except ValidationError as err:
-        raise InputProblems(_format(err, source), header=f"invalid pretraining config {source}") from None
+        raise InputProblems(validation_problems(err, source), header=f"invalid pretraining config {source}") from None
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> PretrainConfig:
     """Read, override and validate a config file; a relative ``manifest`` resolves against it."""
     path = Path(path)
-    if not path.is_file():
-        raise MedclInputError(f"config {path} does not exist or is not a file")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except (yaml.YAMLError, UnicodeDecodeError) as err:
-        raise MedclInputError(f"config {path}: not valid YAML ({err})") from None
+    data = read_yaml(path, "config")
     config = parse_config(data, source=str(path), overrides=overrides)
     manifest = Path(config.manifest).expanduser()
     if not manifest.is_absolute():
