@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from medcl.atomic import atomic_path, write_json, write_text
 from medcl.errors import MedclInputError
+from medcl.yaml_files import validation_problems
 
 BASELINE = "du"
 
@@ -95,8 +96,7 @@ class DemoSettings(BaseModel):
         try:
             return cls.model_validate({**presets[name], **overrides})
         except ValidationError as err:
-            problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in err.errors())
-            raise MedclInputError(f"demo settings: {problems}") from None
+            raise MedclInputError("; ".join(validation_problems(err, "demo settings"))) from None
 
     @model_validator(mode="after")
     def _check_methods(self) -> DemoSettings:
@@ -237,12 +237,16 @@ def _pretrain_config(method: DemoMethod, manifest: Path, s: DemoSettings, seed: 
     }
 
 
-def _evaluate(encoder: Any, cohort: Any, held_out: np.ndarray, s: DemoSettings, seed: int) -> tuple[dict, Any]:
-    """Probe diagnosis and age on the held-out subjects; returns metrics and the features."""
-    from medcl.train.features import encode_cohort
+def _evaluate(encoder: Any, images: Any, cohort: Any, held_out: np.ndarray, s: DemoSettings,
+              seed: int) -> tuple[dict, Any]:
+    """Probe diagnosis and age on the held-out subjects; returns metrics and the features.
+
+    ``images`` is the held-out subjects' ImageDataset, cached in memory once for every arm.
+    """
+    from medcl.train.features import encode_dataset
     from medcl.train.probe import probe_features
 
-    feats = encode_cohort(encoder, cohort, held_out, batch_size=64, progress=False)
+    feats = encode_dataset(encoder, images, batch_size=64, progress=False)
     groups = np.asarray(cohort.patient_ids, dtype=object)[held_out]
     diag = probe_features(feats, cohort.label("diagnosis")[held_out], groups, "binary",
                           n_folds=s.probe_folds, seed=seed, train_sizes=[25, 50, "all"])
@@ -295,6 +299,7 @@ def run_demo(
     import torch
 
     from medcl.data.cohort import Cohort
+    from medcl.data.datasets import ImageDataset
     from medcl.models.encoders import EncoderSpec, build_encoder
     from medcl.train.config import parse_config
     from medcl.train.pretrain import pretrain
@@ -317,6 +322,7 @@ def run_demo(
     cohort = Cohort.from_manifest(vae_manifest)
     split = np.asarray(cohort.split())
     held_out = np.flatnonzero(split != "train")
+    images = ImageDataset(cohort, held_out, cache="memory")
 
     result = DemoResult(out=out, settings=s)
     for i, (method, seed) in enumerate(runs):
@@ -340,7 +346,7 @@ def run_demo(
                 run = pretrain(config, run_path)
             encoder = run.load_encoder()
             kernel = run.kernel() if method.config.get("method") == "kernel_du" else None
-        metrics, (feats, diag, age) = _evaluate(encoder, cohort, held_out, s, seed)
+        metrics, (feats, diag, age) = _evaluate(encoder, images, cohort, held_out, s, seed)
         _write_run_artefacts(run_path, cohort, held_out, feats, diag, age, kernel)
         result.rows.append({"method": method.name, "seed": seed, **metrics, "run_dir": str(run_path)})
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -55,13 +55,30 @@ def encode_cohort(
     Returns:
         float32 array ``(len(indices), F)``.
     """
+    from medcl.data.datasets import ImageDataset
+
+    dataset = ImageDataset(cohort, indices, cache=cache, cache_dir=cache_dir)
+    return encode_dataset(encoder, dataset, batch_size=batch_size, num_workers=num_workers, device=device,
+                          progress=progress)
+
+
+def encode_dataset(
+    encoder: nn.Module,
+    dataset: Any,
+    *,
+    batch_size: int = 16,
+    num_workers: int = 0,
+    device: str | torch.device | None = None,
+    progress: bool = True,
+) -> np.ndarray:
+    """Features ``(len(dataset), F)`` of an :class:`~medcl.data.datasets.ImageDataset`, in order.
+
+    Use it to encode the same (memory-cached) images with several encoders without reloading them.
+    """
     import torch
     from torch.utils.data import DataLoader
     from tqdm.auto import tqdm
 
-    from medcl.data.datasets import ImageDataset
-
-    dataset = ImageDataset(cohort, indices, cache=cache, cache_dir=cache_dir)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
     device = torch.device(device or default_device())
     was_training = encoder.training
