@@ -12,6 +12,17 @@ columns ``[start, stop)`` of the (n, p) attribute matrix built by ``Cohort.attri
 Terms combine as a product (default) or a weighted sum with weights normalised to sum to 1;
 both keep K positive semi-definite.
 
+Instance term. ``instance_weight`` w mixes the attribute kernel with the identity,
+``K = (1 - w) K_attr + w I``: every subject keeps a direction of its own. A kernel on one or two
+scalar attributes is nearly low-rank on a batch, so the kernel-ridge smoother ``(K + lam I)^-1 K``
+of kernel decoupled uniformity keeps only a handful of the batch's directions and the loss stops
+seeing individual scans; with w the directions K ignores keep ``w / (w + lam)`` of their weight
+(one half at w = lam) while the attribute's own directions are kept as before. w = 1 is plain
+decoupled uniformity (up to the factor 1/(1 + lam)). See ``docs/kernel_spectrum.md``.
+
+Bandwidth scale. ``bandwidth_scale`` multiplies every median-heuristic bandwidth at fit time (a
+narrower RBF, scale < 1, raises the kernel's rank); given bandwidths are used as they are.
+
 Median heuristic. For a term without a bandwidth, sigma is the median of the Euclidean
 distances ``||a_i - a_j||`` over all unordered pairs i < j of the non-missing training rows
 (tied values included), computed on at most 2000 rows (a deterministic subsample, seed 0, when
@@ -158,12 +169,21 @@ class PriorKernel:
     Args:
         terms: one :class:`KernelTerm` per attribute (unique names).
         combine: ``"product"`` (default) or ``"sum"`` (weights normalised to sum to 1).
+        instance_weight: w in [0, 1]; the kernel is ``(1 - w) K_attr + w I`` (module docstring).
+        bandwidth_scale: factor > 0 on the median-heuristic bandwidths fitted by :meth:`fit`.
 
     Call :meth:`fit` on the training cohort (bandwidths, imputation reference), then call the
-    kernel on a batch: ``K = kernel(values, missing)``.
+    kernel on a batch of distinct subjects: ``K = kernel(values, missing)``.
     """
 
-    def __init__(self, terms: list[KernelTerm] | tuple[KernelTerm, ...], combine: str = "product"):
+    def __init__(
+        self,
+        terms: list[KernelTerm] | tuple[KernelTerm, ...],
+        combine: str = "product",
+        *,
+        instance_weight: float = 0.0,
+        bandwidth_scale: float = 1.0,
+    ):
         terms = list(terms)
         if not terms:
             raise MedclInputError("terms: expected at least one KernelTerm, got none")
@@ -176,8 +196,18 @@ class PriorKernel:
             raise MedclInputError(f"terms: duplicate attribute name(s) {', '.join(duplicates)}")
         if combine not in COMBINE_MODES:
             raise MedclInputError(f"combine: expected one of {', '.join(COMBINE_MODES)}, got {combine!r}")
+        if isinstance(instance_weight, bool) or not (
+            isinstance(instance_weight, int | float) and 0 <= instance_weight <= 1
+        ):
+            raise MedclInputError(f"instance_weight: expected a number in [0, 1], got {instance_weight!r}")
+        if isinstance(bandwidth_scale, bool) or not (
+            isinstance(bandwidth_scale, int | float) and math.isfinite(bandwidth_scale) and bandwidth_scale > 0
+        ):
+            raise MedclInputError(f"bandwidth_scale: expected a number > 0, got {bandwidth_scale!r}")
         self.terms = terms
         self.combine = combine
+        self.instance_weight = float(instance_weight)
+        self.bandwidth_scale = float(bandwidth_scale)
         self._bandwidths: dict[str, float] = {}
         self._references: dict[str, tuple[np.ndarray, np.ndarray]] | None = None
 
@@ -234,7 +264,7 @@ class PriorKernel:
                     f"values: attribute {term.name!r} has no non-missing training value; cannot fit its kernel"
                 )
             if term.kind == "rbf" and term.bandwidth is None:
-                bandwidths[term.name] = _median_distance(observed)
+                bandwidths[term.name] = self.bandwidth_scale * _median_distance(observed)
             references[term.name] = _reference(term.kind, observed)
         self._bandwidths = bandwidths
         self._references = references
@@ -273,6 +303,9 @@ class PriorKernel:
                 out = out * k
             else:
                 out = out + (term.weight / weight_total) * k
+        if self.instance_weight > 0:
+            out = out * (1.0 - self.instance_weight)
+            out.diagonal().add_(self.instance_weight)
         return out
 
     def _term_matrix(self, term: KernelTerm, v: torch.Tensor, absent: torch.Tensor) -> torch.Tensor:
@@ -316,6 +349,8 @@ class PriorKernel:
         return {
             "format_version": _FORMAT_VERSION,
             "combine": self.combine,
+            "instance_weight": self.instance_weight,
+            "bandwidth_scale": self.bandwidth_scale,
             "terms": [{**asdict(t), "start": int(t.start), "stop": int(t.stop)} for t in self.terms],
             "fitted": fitted,
         }
@@ -329,7 +364,12 @@ class PriorKernel:
             terms = [KernelTerm(**t) for t in d["terms"]]
         except TypeError as exc:
             raise MedclInputError(f"kernel dict: invalid term entry ({exc})") from exc
-        kernel = cls(terms, combine=d.get("combine", "product"))
+        kernel = cls(
+            terms,
+            combine=d.get("combine", "product"),
+            instance_weight=d.get("instance_weight", 0.0),
+            bandwidth_scale=d.get("bandwidth_scale", 1.0),
+        )
         fitted = d.get("fitted")
         if fitted is not None:
             kernel._bandwidths = {k: float(b) for k, b in fitted["bandwidths"].items()}
@@ -342,4 +382,5 @@ class PriorKernel:
 
     def __repr__(self) -> str:
         inner = ", ".join(f"{t.name}:{t.kind}[{t.start}:{t.stop}]" for t in self.terms)
-        return f"PriorKernel({inner}, combine={self.combine!r}, fitted={self.is_fitted})"
+        extra = f", instance_weight={self.instance_weight:g}" if self.instance_weight else ""
+        return f"PriorKernel({inner}, combine={self.combine!r}{extra}, fitted={self.is_fitted})"

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import typer
 
+DEFAULT_INSTANCE_WEIGHT = 0.01  # medcl.train.config.DEFAULT_INSTANCE_WEIGHT (not imported: keeps --help fast)
 _FORMATS_HELP = "bundle | safetensors | torch-export | torchscript | onnx"
 
 
@@ -139,29 +140,68 @@ def attributes_command(
     permutations: int = typer.Option(1000, "--permutations", min=0, help="label permutations for p-values"),
     seed: int = typer.Option(0, "--seed"),
     max_subjects: int = typer.Option(3000, "--max-subjects", min=3, help="subsample larger cohorts"),
-    out: Path | None = typer.Option(None, "--out", "-o", help="also write the table as JSON"),
+    batch_size: int = typer.Option(32, "--batch-size", min=2, help="pretraining batch size (kernel spectrum)"),
+    lam: str = typer.Option("0.01", "--lam", help="kernel ridge lam (kernel spectrum): a number or inv_sqrt_batch"),
+    instance_weight: float = typer.Option(
+        DEFAULT_INSTANCE_WEIGHT, "--instance-weight", min=0.0, max=1.0,
+        help="instance term w of the prior (kernel spectrum column 'retained (w=...)')",
+    ),
+    out: Path | None = typer.Option(None, "--out", "-o", help="also write the tables as JSON"),
 ) -> None:
-    """How well does each weak attribute's kernel align with a label? (CKA + permutation p-value)
+    """How well does each weak attribute's kernel align with a label, and how much of a batch does it keep?
 
     For every attribute (and each --combo) the centered kernel alignment between its prior kernel
     (fitted on the labelled subjects) and the label's kernel (delta for classes, RBF for
     continuous), with a permutation p-value. High CKA and small p: the attribute carries label
     information and is a promising prior.
 
+    Kernel spectrum: on training batches of --batch-size subjects, how many of the batch's
+    directions the kernel-ridge smoother of kernel DU keeps (eigenvalues of K above lam) and the
+    retained fraction mean e/(e+lam) (DU: ~1). A kernel on one or two scalar attributes keeps a
+    handful of directions: kernel DU then barely sees individual scans unless an instance term
+    (prior.instance_weight) or more attributes are added.
+
     Example: `medcl attributes --manifest data/s3d/manifest.yaml --label diagnosis --combo age+sex`
     """
+    import numpy as np
+
     from medcl.atomic import write_json
     from medcl.data.cohort import Cohort
     from medcl.diagnostics import attribute_alignment
+    from medcl.kernel_spectrum import cohort_spectra, spectrum_table
 
     cohort = Cohort.from_manifest(manifest, check_files=False)
     report = attribute_alignment(
         cohort, label, combos=combos, permutations=permutations, seed=seed, max_subjects=max_subjects
     )
     typer.echo(report.table())
+    lam_value: float | str = lam if lam == "inv_sqrt_batch" else _parse_lam(lam)
+    train = np.flatnonzero(np.asarray(cohort.split()) == "train")
+    kernels = {n: [n] for n in cohort.attribute_names}
+    kernels.update({c: c.split("+") for c in combos})
+    spectra = cohort_spectra(cohort, train, kernels, batch_size=batch_size, lam=lam_value, seed=seed)
+    remedied = cohort_spectra(cohort, train, kernels, batch_size=batch_size, lam=lam_value, seed=seed,
+                              instance_weight=instance_weight) if instance_weight > 0 else None
+    typer.echo(f"\nkernel spectrum on training batches ({len(train)} training subjects)")
+    typer.echo(spectrum_table(spectra, remedied))
     if out is not None:
-        write_json(out, report.to_dict())
+        data = report.to_dict()
+        data["spectrum"] = [r.to_dict() for r in spectra]
+        data["spectrum_with_instance_term"] = [r.to_dict() for r in remedied] if remedied else None
+        write_json(out, data)
         typer.echo(f"written: {out}")
+
+
+def _parse_lam(text: str) -> float:
+    from medcl.errors import MedclInputError
+
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0:
+        raise MedclInputError(f"--lam {text!r}: expected a number > 0 or inv_sqrt_batch")
+    return value
 
 
 def export_command(

@@ -279,12 +279,24 @@ class Cohort:
         values[missing] = np.nan
         return values, missing.copy(), terms
 
-    def prior_kernel(self, names: list[str] | None = None) -> PriorKernel:
-        """An unfitted :class:`medcl.kernels.PriorKernel` over these attributes."""
+    def prior_kernel(
+        self,
+        names: list[str] | None = None,
+        *,
+        combine: str | None = None,
+        instance_weight: float = 0.0,
+        bandwidth_scale: float = 1.0,
+    ) -> PriorKernel:
+        """An unfitted :class:`medcl.kernels.PriorKernel` over these attributes.
+
+        ``combine`` defaults to the manifest's ``kernel_combine``; ``instance_weight`` and
+        ``bandwidth_scale`` are passed to the kernel.
+        """
         from medcl.kernels import PriorKernel
 
         _, _, terms = self.attribute_matrix(names)
-        return PriorKernel(terms, combine=self._manifest.kernel_combine)
+        return PriorKernel(terms, combine=combine or self._manifest.kernel_combine,
+                           instance_weight=instance_weight, bandwidth_scale=bandwidth_scale)
 
     # -- labels -------------------------------------------------------------------------------
     def _label(self, name: str) -> _Label:

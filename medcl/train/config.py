@@ -28,6 +28,7 @@ from medcl.yaml_files import read_yaml, validation_problems
 Method = Literal["kernel_du", "du", "simclr", "y_aware", "dcl", "align_uniform", "supervised"]
 METHODS: tuple[str, ...] = ("kernel_du", "du", "simclr", "y_aware", "dcl", "align_uniform", "supervised")
 DU_METHODS = ("kernel_du", "du")
+DEFAULT_INSTANCE_WEIGHT = 0.01
 
 
 class _Strict(BaseModel):
@@ -38,9 +39,24 @@ class LossOptions(_Strict):
     """Loss hyper-parameters; each method reads the ones it uses."""
 
     t: float = Field(2.0, gt=0, description="decoupled uniformity temperature t")
-    lam: float = Field(0.01, gt=0, description="kernel ridge regularisation (kernel_du)")
+    lam: float | Literal["inv_sqrt_batch"] = Field(
+        0.01, description="kernel ridge regularisation (kernel_du), > 0; 'inv_sqrt_batch': 1/sqrt(batch_size)"
+    )
     temperature: float = Field(0.1, gt=0, description="InfoNCE temperature (simclr, y_aware, dcl)")
     sigma: float | None = Field(None, gt=0, description="y_aware RBF bandwidth; null = fitted kernel's")
+
+
+class PriorOptions(_Strict):
+    """How kernel DU builds its prior kernel from the attributes (see medcl.kernels, medcl.kernel_spectrum)."""
+
+    combine: Literal["product", "sum"] | None = Field(
+        None, description="combine attribute kernels as a product or a weighted sum; null: the manifest's"
+    )
+    instance_weight: float = Field(
+        DEFAULT_INSTANCE_WEIGHT, ge=0, le=1,
+        description="w in K = (1-w) K_attr + w I: keeps every scan its own direction (0: attributes only)",
+    )
+    bandwidth_scale: float = Field(1.0, gt=0, description="factor on the median-heuristic RBF bandwidths")
 
 
 class ProjectionOptions(_Strict):
@@ -88,6 +104,7 @@ class PretrainConfig(_Strict):
     )
     label: str | None = Field(None, description="label name (method supervised)")
     loss: LossOptions = LossOptions()
+    prior: PriorOptions = PriorOptions()
     views: int = Field(2, ge=2, description="augmented views per subject")
     augmentation: str = Field("auto", description="augmentation preset (medcl.data.transforms)")
     encoder: EncoderSpec = EncoderSpec()
@@ -115,6 +132,8 @@ class PretrainConfig(_Strict):
 
     @model_validator(mode="after")
     def _check(self) -> PretrainConfig:
+        if isinstance(self.loss.lam, float | int) and not self.loss.lam > 0:
+            raise ValueError(f"loss.lam must be > 0 or 'inv_sqrt_batch', got {self.loss.lam}")
         if self.method == "supervised" and self.label is None:
             raise ValueError("method supervised needs 'label' (a manifest label name)")
         if self.probe.every_n_epochs > 0 and self.probe.label is None and self.label is not None:

@@ -27,7 +27,9 @@ def loss_options(config: PretrainConfig, kernel: Any | None) -> dict[str, Any]:
     opts = config.loss
     method = config.method
     if method == "kernel_du":
-        return {"kernel": kernel, "t": opts.t, "lam": opts.lam}
+        from medcl.kernel_spectrum import resolve_lam
+
+        return {"kernel": kernel, "t": opts.t, "lam": resolve_lam(opts.lam, config.batch_size)}
     if method == "du":
         return {"t": opts.t}
     if method == "y_aware":

@@ -99,17 +99,52 @@ def prepare(config: PretrainConfig) -> PreparedRun:
         kernel = PriorKernel.from_dict(kernel_dict)
     elif names:
         values, missing, _ = cohort.attribute_matrix(names)
-        kernel = cohort.prior_kernel(names).fit(values[train_idx], missing[train_idx])
+        kernel = cohort.prior_kernel(names, **prior_kernel_options(config))
+        kernel = kernel.fit(values[train_idx], missing[train_idx])
         kernel_dict = kernel.to_dict()
 
+    from medcl.kernel_spectrum import resolve_lam
+
     encoder = config.encoder.resolved(manifest.image.spatial_dims, manifest.image.channels)
-    resolved = config.model_copy(update={"encoder": encoder, "attributes": names, "kernel": kernel_dict})
+    loss = config.loss.model_copy(update={"lam": resolve_lam(config.loss.lam, config.batch_size)})
+    resolved = config.model_copy(update={"encoder": encoder, "attributes": names, "kernel": kernel_dict,
+                                         "loss": loss})
     resolved = parse_config(resolved.model_dump(mode="json"), source="resolved config")
     if len(train_idx) < config.batch_size:
         raise MedclInputError(
             f"batch_size {config.batch_size} is larger than the training split ({len(train_idx)} subjects)"
         )
     return PreparedRun(resolved, cohort, split, train_idx, kernel)
+
+
+def prior_kernel_options(config: PretrainConfig) -> dict[str, Any]:
+    """PriorKernel keyword options from the config: the instance term applies to kernel DU only."""
+    prior = config.prior
+    return {"combine": prior.combine, "bandwidth_scale": prior.bandwidth_scale,
+            "instance_weight": prior.instance_weight if config.method == "kernel_du" else 0.0}
+
+
+def prior_spectrum(prep: PreparedRun, batches: int = 16) -> dict[str, Any] | None:
+    """Batch spectrum of the run's prior kernel, and of each of its attributes alone (kernel DU only).
+
+    Training batches at the run's (global) batch size and ``lam``; see :mod:`medcl.kernel_spectrum`.
+    """
+    from medcl.kernel_spectrum import batch_spectrum, cohort_spectra, spectrum_warning
+
+    cfg = prep.config
+    if cfg.method != "kernel_du" or prep.kernel is None:
+        return None
+    names = [t.name for t in prep.kernel.terms]
+    values, missing, _ = prep.cohort.attribute_matrix(names)
+    train = prep.train_idx
+    run_row = batch_spectrum(prep.kernel, values[train], missing[train], batch_size=cfg.batch_size,
+                             lam=cfg.loss.lam, batches=batches, seed=cfg.seed, name="run kernel")
+    single = {n: [n] for n in names} if len(names) > 1 else {}
+    rows = cohort_spectra(prep.cohort, train, single, batch_size=cfg.batch_size, lam=cfg.loss.lam,
+                          combine=cfg.prior.combine, bandwidth_scale=cfg.prior.bandwidth_scale,
+                          batches=batches, seed=cfg.seed)
+    return {"run": run_row.to_dict(), "attributes": [r.to_dict() for r in rows],
+            "warning": spectrum_warning(run_row)}
 
 
 def _write_start_files(run: RunDir, prep: PreparedRun) -> None:
@@ -123,6 +158,11 @@ def _write_start_files(run: RunDir, prep: PreparedRun) -> None:
     write_text(run.split_path, table.to_csv(index=False))
     if prep.config.kernel is not None:
         write_json(run.kernel_path, prep.config.kernel)
+    spectrum = prior_spectrum(prep)
+    if spectrum is not None:
+        write_json(run.spectrum_path, spectrum)
+        if spectrum["warning"]:
+            logging.getLogger("medcl.pretrain").warning("warning: %s", spectrum["warning"])
     write_json(run.versions_path, package_versions())
 
 
@@ -279,6 +319,7 @@ def _summary(cfg: PretrainConfig, run: RunDir, prep: PreparedRun, trainer: Any, 
         "steps": trainer.global_step,
         "train_subjects": len(prep.train_idx),
         "final_loss": metrics.get("train/loss_epoch"),
+        "prior_spectrum": json.loads(run.spectrum_path.read_text()) if run.spectrum_path.is_file() else None,
         "metrics": metrics,
         "wall_time_s": round(elapsed, 2),
         "images_per_s_this_session": round(images / elapsed, 2) if elapsed > 0 else None,

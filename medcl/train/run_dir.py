@@ -6,6 +6,7 @@ Layout::
       config.yaml          resolved config (manifest path, method, fitted kernel, seed, encoder dims)
       split.csv            subject_id, patient_id, split (ids stay here, next to the user's data)
       kernel.json          fitted PriorKernel (bandwidths fitted on the training split)
+      spectrum.json        the prior kernel's batch spectrum (kernel DU; medcl.kernel_spectrum)
       versions.json        python, torch, monai, lightning, medcl, numpy, ... versions
       checkpoints/         last.ckpt (refreshed every N steps / each epoch) + epoch=NNNN.ckpt
       metrics.csv          one row per logged step / epoch (flattened Lightning CSV logs)
@@ -54,6 +55,10 @@ class RunDir:
     @property
     def kernel_path(self) -> Path:
         return self.path / "kernel.json"
+
+    @property
+    def spectrum_path(self) -> Path:
+        return self.path / "spectrum.json"
 
     @property
     def versions_path(self) -> Path:

@@ -1,0 +1,161 @@
+"""Kernel spectrum: how much of a training batch kernel decoupled uniformity still sees.
+
+Kernel DU replaces the batch's centroids ``mu`` by ``A mu`` with ``A = (K + lam I)^-1 K``. In K's
+eigenbasis A keeps direction k with the factor ``e_k / (e_k + lam)``, and the gradient reaching the
+encoder is ``A^T dL/d(A mu)``: a direction with ``e_k << lam`` is neither spread by the loss nor
+trained. Two numbers per kernel, averaged over batches of the training split drawn at the run's batch
+size:
+
+- ``eigenvalues_above_lam``: how many directions of the batch the smoother keeps (DU keeps all n);
+- ``retained_fraction``: ``trace(A) / n = mean_k e_k / (e_k + lam)``, the kernel ridge smoother's
+  effective degrees of freedom per subject (DU: ``1 / (1 + lam)``, close to 1).
+
+A kernel on one scalar attribute keeps a handful of directions whatever the batch size, so its
+retained fraction falls as the batch grows; see ``docs/kernel_spectrum.md``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from medcl.errors import MedclInputError
+
+if TYPE_CHECKING:
+    from medcl.data.cohort import Cohort
+    from medcl.kernels import PriorKernel
+
+LOW_RETAINED_FRACTION = 0.3
+"""Below this retained fraction :func:`spectrum_warning` says the run's kernel keeps too little."""
+
+
+@dataclass(frozen=True)
+class BatchSpectrum:
+    """Spectrum summary of one kernel on training batches (means over ``batches`` draws)."""
+
+    name: str
+    batch_size: int
+    lam: float
+    instance_weight: float
+    eigenvalues_above_lam: float
+    retained_fraction: float
+    batches: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in asdict(self).items()}
+
+
+def resolve_lam(lam: float | str, batch_size: int) -> float:
+    """The ridge ``lam`` as a number: a float as is, ``"inv_sqrt_batch"`` as ``1 / sqrt(batch_size)``.
+
+    ``1 / sqrt(batch)`` is the default of the paper's official code. Raises MedclInputError otherwise.
+    """
+    if isinstance(lam, str):
+        if lam != "inv_sqrt_batch":
+            raise MedclInputError(f"loss.lam: expected a number > 0 or 'inv_sqrt_batch', got {lam!r}")
+        return 1.0 / float(np.sqrt(batch_size))
+    if isinstance(lam, bool) or not (isinstance(lam, int | float) and np.isfinite(lam) and lam > 0):
+        raise MedclInputError(f"loss.lam: expected a number > 0 or 'inv_sqrt_batch', got {lam!r}")
+    return float(lam)
+
+
+def batch_spectrum(
+    kernel: PriorKernel,
+    values: np.ndarray,
+    missing: np.ndarray | None,
+    *,
+    batch_size: int,
+    lam: float,
+    batches: int = 16,
+    seed: int = 0,
+    name: str = "kernel",
+) -> BatchSpectrum:
+    """Spectrum summary of a fitted ``kernel`` over random batches of the rows of ``values``.
+
+    Args:
+        kernel: a fitted PriorKernel (its instance weight is part of the kernel).
+        values, missing: (n, p) training attribute matrix and mask, as ``Cohort.attribute_matrix``.
+        batch_size: subjects per batch (capped at n); lam: the ridge regularisation (> 0).
+        batches: number of batches drawn without replacement (seeded by ``seed``).
+    """
+    n = len(values)
+    if n < 2:
+        raise MedclInputError(f"values: need at least 2 subjects for a batch spectrum, got {n}")
+    lam = resolve_lam(lam, batch_size)
+    size = min(int(batch_size), n)
+    rng = np.random.default_rng(seed)
+    above, retained = [], []
+    for _ in range(max(1, int(batches))):
+        rows = np.sort(rng.choice(n, size, replace=False))
+        k = kernel(np.asarray(values[rows], np.float64), None if missing is None else missing[rows])
+        eig = np.clip(np.linalg.eigvalsh(k.numpy()), 0.0, None)
+        above.append(float((eig > lam).sum()))
+        retained.append(float(np.mean(eig / (eig + lam))))
+    return BatchSpectrum(name, size, lam, kernel.instance_weight, float(np.mean(above)),
+                         float(np.mean(retained)), len(above))
+
+
+def cohort_spectra(
+    cohort: Cohort,
+    subjects: np.ndarray,
+    kernels: dict[str, list[str]],
+    *,
+    batch_size: int,
+    lam: float | str,
+    combine: str | None = None,
+    instance_weight: float = 0.0,
+    bandwidth_scale: float = 1.0,
+    batches: int = 16,
+    seed: int = 0,
+) -> list[BatchSpectrum]:
+    """Spectra of named attribute combinations, each fitted on ``subjects`` (the training split).
+
+    ``kernels`` maps a display name to attribute names, e.g. ``{"age": ["age"], "age+sex": [...]}``.
+    ``combine`` (None: the manifest's), ``instance_weight`` and ``bandwidth_scale`` are applied to
+    every kernel as in a run's prior.
+    """
+    out = []
+    lam_value = resolve_lam(lam, batch_size)
+    for display, names in kernels.items():
+        values, missing, _ = cohort.attribute_matrix(names)
+        kernel = cohort.prior_kernel(names, combine=combine, instance_weight=instance_weight,
+                                     bandwidth_scale=bandwidth_scale)
+        kernel.fit(values[subjects], missing[subjects])
+        out.append(batch_spectrum(kernel, values[subjects], missing[subjects], batch_size=batch_size,
+                                  lam=lam_value, batches=batches, seed=seed, name=display))
+    return out
+
+
+def spectrum_table(rows: Sequence[BatchSpectrum], with_instance: Sequence[BatchSpectrum] | None = None) -> str:
+    """Plain-text table of spectra (what ``medcl attributes`` prints).
+
+    ``with_instance``: the same kernels with an instance term, shown as an extra column.
+    """
+    extra = with_instance[0].instance_weight if with_instance else None
+    head = f"{'kernel':<28} {'batch':>5} {'lam':>7} {'eig > lam':>10} {'retained':>9}"
+    if extra is not None:
+        head += f" {f'retained (w={extra:g})':>18}"
+    lines = [head]
+    for i, r in enumerate(rows):
+        line = (f"{r.name:<28} {r.batch_size:>5} {r.lam:>7.4g} "
+                f"{r.eigenvalues_above_lam:>10.1f} {r.retained_fraction:>9.2f}")
+        if with_instance:
+            line += f" {with_instance[i].retained_fraction:>18.2f}"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def spectrum_warning(row: BatchSpectrum, threshold: float = LOW_RETAINED_FRACTION) -> str | None:
+    """A warning when the kernel keeps less than ``threshold`` of the batch, saying what to change."""
+    if row.retained_fraction >= threshold:
+        return None
+    return (
+        f"the prior kernel ({row.name}) keeps {row.retained_fraction:.0%} of a batch of {row.batch_size} "
+        f"(about {row.eigenvalues_above_lam:.0f} of {row.batch_size} directions above lam={row.lam:.3g}): "
+        f"kernel DU will barely see individual scans and can learn less than plain DU. Raise "
+        f"prior.instance_weight (e.g. to {max(row.lam, 0.01):.3g}), add attributes (e.g. an image-based "
+        f"prior such as a VAE latent) or narrow the bandwidths (prior.bandwidth_scale < 1)."
+    )
