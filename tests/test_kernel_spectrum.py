@@ -137,3 +137,46 @@ def test_cli_default_instance_weight_matches_the_config() -> None:
 
     assert cli_default == DEFAULT_INSTANCE_WEIGHT == PriorOptions().instance_weight
     assert math.isfinite(cli_default)
+
+
+def test_pretraining_writes_the_spectrum_and_warns_about_a_low_rank_prior(
+    synthetic_3d_manifest, tmp_path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import json
+
+    from _pretrain_helpers import cli, write_config
+
+    from medcl.train.run_dir import RunDir
+
+    # A single binary attribute without the instance term keeps 2 of 12 directions: a warning.
+    low = write_config(tmp_path, synthetic_3d_manifest, method="kernel_du", attributes=["sex"], epochs=1,
+                       batch_size=12, prior={"instance_weight": 0.0}, loss={"lam": "inv_sqrt_batch"})
+    with caplog.at_level("WARNING", logger="medcl.pretrain"):
+        assert cli(["pretrain", "--config", low, "--out", tmp_path / "low"]) == 0
+    run = RunDir(tmp_path / "low")
+    spectrum = json.loads(run.spectrum_path.read_text())
+    assert spectrum["run"]["batch_size"] == 12 and spectrum["run"]["lam"] == pytest.approx(12**-0.5, abs=1e-4)
+    assert spectrum["run"]["eigenvalues_above_lam"] <= 2.0
+    assert "instance_weight" in spectrum["warning"]
+    assert any("instance_weight" in r.getMessage() for r in caplog.records)
+    assert run.config().loss.lam == pytest.approx(12**-0.5)  # 'inv_sqrt_batch' resolved to 1/sqrt(12)
+    assert run.summary()["prior_spectrum"]["run"] == spectrum["run"]
+
+    # The default prior keeps an instance term: saved in the kernel, and no warning.
+    caplog.clear()
+    ok = write_config(tmp_path, synthetic_3d_manifest, method="kernel_du", attributes=["sex", "age"], epochs=1,
+                      batch_size=12)
+    with caplog.at_level("WARNING", logger="medcl.pretrain"):
+        assert cli(["pretrain", "--config", ok, "--out", tmp_path / "ok"]) == 0
+    run = RunDir(tmp_path / "ok")
+    kernel = run.kernel()
+    assert kernel.instance_weight == PriorOptionsDefault()
+    assert json.loads(run.spectrum_path.read_text())["warning"] is None
+    assert [t["name"] for t in json.loads(run.spectrum_path.read_text())["attributes"]] == ["sex", "age"]
+    assert not [r for r in caplog.records if "instance_weight" in r.getMessage()]
+
+
+def PriorOptionsDefault() -> float:
+    from medcl.train.config import PriorOptions
+
+    return PriorOptions().instance_weight

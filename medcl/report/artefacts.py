@@ -32,6 +32,7 @@ PROBE_DIR = "probe"
 EMBEDDINGS_FILE = "embeddings.npz"
 KERNEL_BATCH_FILE = "kernel_batch.npy"
 KERNEL_FILE = "kernel.json"
+SPECTRUM_FILE = "spectrum.json"
 ATTRIBUTES_FILE = "attributes.json"
 
 FEATURES_KEY = "features"

@@ -51,6 +51,7 @@ from medcl.report.artefacts import (
     KERNEL_FILE,
     METRICS_FILE,
     PROBE_DIR,
+    SPECTRUM_FILE,
     is_id_name,
 )
 
@@ -112,6 +113,7 @@ class RunArtefacts:
     embeddings: Embeddings | None = None
     kernel_batch: np.ndarray | None = None
     kernel_spec: dict[str, Any] | None = None
+    spectrum: dict[str, Any] | None = None
     attributes: list[dict[str, Any]] | None = None
     notes: list[str] = field(default_factory=list)
 
@@ -135,6 +137,7 @@ class RunArtefacts:
                 self.embeddings is not None,
                 self.kernel_batch is not None,
                 self.kernel_spec is not None,
+                self.spectrum is not None,
                 self.attributes is not None,
             )
         )
@@ -156,6 +159,7 @@ def collect_run(run_dir: str | os.PathLike, name: str | None = None) -> RunArtef
         (EMBEDDINGS_FILE, _read_embeddings, "embeddings"),
         (KERNEL_BATCH_FILE, _read_kernel_batch, "kernel_batch"),
         (KERNEL_FILE, _read_json_dict, "kernel_spec"),
+        (SPECTRUM_FILE, _read_json_dict, "spectrum"),
         (ATTRIBUTES_FILE, _read_attributes, "attributes"),
     )
     for filename, reader, attr in readers:

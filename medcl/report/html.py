@@ -16,6 +16,7 @@ import json
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -304,9 +305,28 @@ def _kernel_section(runs: Sequence[RunArtefacts]) -> str:
             out += _figure(plots.kernel_matrix(run.kernel_batch), f"kernel matrix of {run.name}", caption)
         else:
             out += _absent(f"No {KERNEL_BATCH_FILE} in run {run.name}.")
+        if run.spectrum is not None:
+            out += _spectrum_table(run.spectrum)
         if run.kernel_spec is not None:
             text = json.dumps(redact_ids(run.kernel_spec), indent=2, default=str)
             out += f'<p class="help">Fitted kernel (kernel.json):</p><pre>{_e(text)}</pre>'
+    return out
+
+
+def _spectrum_table(spectrum: dict[str, Any]) -> str:
+    """The prior's batch spectrum (spectrum.json): how much of a batch kernel DU still sees."""
+    rows = [spectrum.get("run"), *(spectrum.get("attributes") or [])]
+    rows = [r for r in rows if isinstance(r, dict)]
+    columns = ["name", "batch_size", "lam", "instance_weight", "eigenvalues_above_lam", "retained_fraction"]
+    body = [[_Cell(_fmt(r.get(c)), "num") if c != "name" else _e(str(r.get(c, "—"))) for c in columns]
+            for r in rows]
+    out = ('<p class="help">Kernel spectrum on training batches: directions of a batch that the kernel-ridge '
+           "smoother keeps (eigenvalues above lam) and the retained fraction mean e/(e+lam) (plain DU: ~1). "
+           "Attribute rows show each attribute's kernel alone, without the instance term.</p>")
+    out += _table(columns, body)
+    warning = spectrum.get("warning")
+    if warning:
+        out += f'<p class="absent">Warning: {_e(str(warning))}</p>'
     return out
 
 
