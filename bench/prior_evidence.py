@@ -6,7 +6,7 @@ and seeds:
 - ``du``: decoupled uniformity, no prior;
 - ``oracle``: kernel DU with a delta kernel on the probed label itself (the quickest way to tell a
   broken pipeline from a weak prior);
-- ``informative``: kernel DU on the attributes given by ``--informative``;
+- ``kdu:<attributes>``: kernel DU on each attribute set given by ``--informative`` (repeatable);
 - ``noise``: kernel DU on a pure-noise continuous attribute (must not hurt);
 
 plus ``random_init`` as the floor, then probes the label on the subjects outside the training split
@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-ARMS = ("random_init", "du", "oracle", "informative", "noise")
+ARMS = ("random_init", "du", "oracle", "informative", "noise")  # informative: one arm per --informative
 
 
 def base_config(args: argparse.Namespace, manifest: Path) -> dict[str, Any]:
@@ -58,8 +58,8 @@ def arm_config(arm: str, args: argparse.Namespace, manifest: Path, seed: int) ->
     from medcl.train.config import apply_overrides
 
     cfg = {**base_config(args, manifest), "seed": seed}
-    attributes = {"du": [], "oracle": [f"oracle_{args.label}"], "noise": ["noise"],
-                  "informative": args.informative.split(",")}[arm]
+    fixed = {"du": [], "oracle": [f"oracle_{args.label}"], "noise": ["noise"]}
+    attributes = fixed[arm] if arm in fixed else arm.removeprefix("kdu:").split("+")
     cfg.update(method="du" if arm == "du" else "kernel_du", attributes=attributes)
     return apply_overrides(cfg, args.set if arm != "du" else [])
 
@@ -75,7 +75,8 @@ def main() -> None:
     parser.add_argument("--manifest", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--label", default="diagnosis", help="binary label probed (and used by the oracle)")
-    parser.add_argument("--informative", default="score1,score2,score3", help="attributes of the informative arm")
+    parser.add_argument("--informative", action="append", default=None,
+                        help="attributes of an informative arm, comma-separated (repeatable; default: the scores)")
     parser.add_argument("--arms", default=",".join(ARMS))
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=12)
@@ -84,6 +85,7 @@ def main() -> None:
     parser.add_argument("--widths", default="8,16,32,64")
     parser.add_argument("--first-stride", type=int, default=1)
     parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--probe-repeats", type=int, default=3, help="repeated cross-validation draws per run")
     parser.add_argument("--set", action="append", default=[], help="config override for the kernel DU arms")
     args = parser.parse_args()
 
@@ -110,7 +112,8 @@ def main() -> None:
     images = ImageDataset(cohort, held_out, cache="memory")
     y = cohort.label(args.label)[held_out]
     groups = np.asarray(cohort.patient_ids, dtype=object)[held_out]
-    arms = args.arms.split(",")
+    informative = [f"kdu:{'+'.join(i.split(','))}" for i in (args.informative or ["score1,score2,score3"])]
+    arms = [a for name in args.arms.split(",") for a in (informative if name == "informative" else [name])]
     rows: list[dict[str, Any]] = []
     t0 = time.perf_counter()
     for seed in range(args.seeds):
@@ -126,7 +129,7 @@ def main() -> None:
             else:
                 data = arm_config(arm, args, manifest, seed)
                 key = hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
-                path = args.out / "runs" / f"{arm}-{key}" / f"seed{seed}"
+                path = args.out / "runs" / f"{arm.replace(':', '-')}-{key}" / f"seed{seed}"
                 run = RunDir(path)
                 if not run.is_finished():
                     if path.exists():
@@ -143,8 +146,9 @@ def main() -> None:
                     info["retained"] = batch_spectrum(kernel, values[train], missing[train],
                                                       batch_size=args.batch_size, lam=lam).retained_fraction
             feats = encode_dataset(encoder, images, batch_size=64, progress=False)
-            probe = probe_features(feats, y, groups, "binary", n_folds=args.folds, seed=seed)
-            info["auc"] = probe.metric("roc_auc").mean
+            info["auc"] = float(np.mean([  # repeated CV: the fold draw is a large share of the noise
+                probe_features(feats, y, groups, "binary", n_folds=args.folds, seed=1000 * r + seed)
+                .metric("roc_auc").mean for r in range(args.probe_repeats)]))
             info["feature_sd"] = float(feats.std(axis=0).mean())
             rows.append(info)
             print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in info.items()}),
@@ -156,7 +160,7 @@ def main() -> None:
 def print_table(rows: list[dict[str, Any]], arms: list[str], args: argparse.Namespace) -> None:
     base = {r["seed"]: r["auc"] for r in rows if r["arm"] == "du"}
     print(f"\n{args.label} AUC on held-out subjects; kernel arms with {' '.join(args.set) or 'defaults'}")
-    print(f"{'arm':<12} {'AUC by seed':<24} {'mean':>6} {'Δ vs DU':>8} {'sd Δ':>6} {'ahead':>6} "
+    print(f"{'arm':<24} {'AUC by seed':<24} {'mean':>6} {'Δ vs DU':>8} {'sd Δ':>6} {'ahead':>6} "
           f"{'loss first→last':>17} {'retained':>8}")
     for arm in arms:
         sel = [r for r in rows if r["arm"] == arm]
@@ -166,7 +170,7 @@ def print_table(rows: list[dict[str, Any]], arms: list[str], args: argparse.Name
                 if "loss_first" in sel[0] else "")
         retained = f"{np.mean([r['retained'] for r in sel]):.2f}" if "retained" in sel[0] else ""
         sd = f"{diffs.std(ddof=1):.3f}" if len(diffs) > 1 else ""
-        print(f"{arm:<12} {' '.join(f'{a:.3f}' for a in aucs):<24} {aucs.mean():>6.3f} "
+        print(f"{arm:<24} {' '.join(f'{a:.3f}' for a in aucs):<24} {aucs.mean():>6.3f} "
               f"{diffs.mean():>+8.3f} {sd:>6} {int((diffs > 0).sum()):>3}/{len(diffs)} {loss:>17} {retained:>8}")
 
 
