@@ -845,22 +845,13 @@ def run_training_info(run_dir: str | os.PathLike) -> dict[str, Any]:
     terms = kernel.get("terms") if isinstance(kernel, dict) else None
     if config.uses_attributes:
         info["attributes"] = list(config.attributes or [t.get("name") for t in terms or []])
-    if terms:
-        # names, kinds, fitted bandwidths and weights only: the fitted reference points are
-        # per-subject attribute values and stay in the run directory
-        fitted = (kernel.get("fitted") or {}).get("bandwidths") or {}
-        info["kernel"] = {
-            "combine": kernel.get("combine"),
-            "terms": [
-                {
-                    "name": t.get("name"),
-                    "kind": t.get("kind"),
-                    "bandwidth": fitted.get(t.get("name"), t.get("bandwidth")),
-                    "weight": t.get("weight"),
-                }
-                for t in terms
-            ],
-        }
+    if terms:  # names, kinds, bandwidths, weights: the imputation reference stays in the run
+        from medcl.report.collect import public_kernel
+
+        kernel_info = public_kernel(kernel)
+        for term in kernel_info["terms"]:
+            term.pop("imputation_reference", None)
+        info["kernel"] = {"combine": kernel_info["combine"], "terms": kernel_info["terms"]}
     info["encoder"] = config.encoder.model_dump(mode="json")
     info["epochs"] = config.epochs
     try:

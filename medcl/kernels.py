@@ -21,11 +21,15 @@ non-zero distances is used; if every distance is 0, sigma = 1.
 Missing values (mean-embedding imputation). A subject missing an attribute (any of the term's
 columns flagged in ``missing`` or NaN) gets the mean feature map of the training values, so
 ``k(i, j) = mean_b k(b, a_j)`` for i missing and ``k(i, i') = mean_{b, b'} k(b, b')`` when both
-are. The means run over a compact training reference stored by :meth:`PriorKernel.fit`: for
-``delta`` the training categories and their frequencies (exact); for ``rbf`` / ``cosine`` on one
-column the 256 quantiles at levels (k + 1/2)/256 of the training values (all values when there
-are at most 256); on vectors a deterministic subsample (seed 0) of 256 training rows (all rows
-when at most 256). Since a missing subject is a feature map like any other, K stays PSD.
+are. The means run over a compact, de-identified training reference stored by
+:meth:`PriorKernel.fit` (and in ``kernel.json`` / ``config.yaml``): for ``delta`` the training
+categories and their frequencies (exact); for ``rbf`` / ``cosine`` the means of groups of at
+least ``MIN_GROUP`` training subjects, weighted by group size (at most ``REFERENCE_GROUPS``
+groups: on one column, consecutive runs of the sorted values; on vectors, k-means clusters,
+seed 0, with clusters under ``MIN_GROUP`` merged into their nearest neighbour). No raw training
+value is kept; with fewer than ``MIN_GROUP`` training values the reference is their mean. Since a
+missing subject is a feature map like any other (the mean embedding of the reference), K stays
+PSD. See ``docs/privacy.md``.
 """
 
 from __future__ import annotations
@@ -44,9 +48,11 @@ KernelKind = Literal["rbf", "delta", "cosine"]
 KERNEL_KINDS: tuple[str, ...] = ("rbf", "delta", "cosine")
 COMBINE_MODES: tuple[str, ...] = ("product", "sum")
 
-_REFERENCE_SIZE = 256
+#: Most groups in an rbf / cosine imputation reference; each group pools >= MIN_GROUP subjects.
+REFERENCE_GROUPS = 64
+MIN_GROUP = 10
 _MEDIAN_ROWS = 2000
-_FORMAT_VERSION = 1
+_FORMAT_VERSION = 2  # 2: de-identified references (group means; cosine: mean unit vector)
 
 
 @dataclass(frozen=True)
@@ -137,19 +143,52 @@ def _median_distance(x: np.ndarray) -> float:
 
 
 def _reference(kind: str, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Compact training reference (points (m, w), weights (m,) summing to 1) for imputation."""
+    """De-identified training reference (points (m, w), weights (m,) summing to 1) for imputation.
+
+    ``delta``: the categories seen and their frequencies. ``cosine``: the mean unit vector (the
+    mean feature map itself, so imputation is exact). ``rbf``: the means of groups of
+    >= MIN_GROUP subjects (all rows when fewer), weighted by group size.
+    """
     if kind == "delta":
         points, counts = np.unique(x, axis=0, return_counts=True)
         return points, counts / counts.sum()
-    if len(x) <= _REFERENCE_SIZE:
-        points = x[np.lexsort(x.T[::-1])]
-    elif x.shape[1] == 1:
-        levels = (np.arange(_REFERENCE_SIZE) + 0.5) / _REFERENCE_SIZE
-        points = np.quantile(x[:, 0], levels)[:, None]
-    else:
-        pick = np.random.default_rng(0).choice(len(x), _REFERENCE_SIZE, replace=False)
-        points = x[np.sort(pick)]
-    return points, np.full(len(points), 1.0 / len(points))
+    if kind == "cosine":
+        return _unit_mean(x, np.full(len(x), 1.0 / len(x))), np.ones(1)
+    groups = _reference_groups(x)
+    points = np.stack([x[g].mean(axis=0) for g in groups])
+    sizes = np.array([len(g) for g in groups], dtype=np.float64)
+    order = np.lexsort(points.T[::-1])
+    return points[order], (sizes / sizes.sum())[order]
+
+
+def _unit_mean(x: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Weighted mean (1, w) of the rows of x scaled to unit length (zero rows stay zero)."""
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return (weights @ np.divide(x, norms, out=np.zeros_like(x), where=norms > 0))[None, :]
+
+
+def _reference_groups(x: np.ndarray) -> list[np.ndarray]:
+    """Row indices of at most REFERENCE_GROUPS groups of >= MIN_GROUP rows each (one group when fewer)."""
+    m = max(1, min(REFERENCE_GROUPS, len(x) // MIN_GROUP))
+    if m == 1:
+        return [np.arange(len(x))]
+    if x.shape[1] == 1:  # contiguous runs of the sorted values: the tightest groups in 1-D
+        return np.array_split(np.argsort(x[:, 0], kind="stable"), m)
+    from sklearn.cluster import KMeans
+
+    centres = KMeans(n_clusters=m, n_init=3, random_state=0).fit(x).cluster_centers_
+    labels = _nearest(x, centres)
+    while (sizes := np.bincount(labels, minlength=len(centres))).min() < MIN_GROUP:
+        # drop the smallest cluster: its rows join their nearest remaining centre
+        labels = _nearest(x, np.delete(centres, sizes.argmin(), axis=0))
+        centres = np.stack([x[labels == c].mean(axis=0) for c in np.unique(labels)])
+        labels = _nearest(x, centres)
+    return [np.flatnonzero(labels == c) for c in range(len(centres)) if (labels == c).any()]
+
+
+def _nearest(x: np.ndarray, centres: np.ndarray) -> np.ndarray:
+    """Index of the nearest centre (Euclidean) for each row of x."""
+    return ((centres**2).sum(axis=1)[None, :] - 2.0 * x @ centres.T).argmin(axis=1)
 
 
 class PriorKernel:
@@ -295,8 +334,12 @@ class PriorKernel:
         points_np, weights_np = self._references[term.name]
         points = torch.as_tensor(points_np, dtype=v.dtype, device=v.device)
         weights = torch.as_tensor(weights_np, dtype=v.dtype, device=v.device)
-        to_reference = _pairwise(term.kind, a, points, bandwidth) @ weights  # mean_b k(b, a_j)
-        reference_mean = weights @ _pairwise(term.kind, points, points, bandwidth) @ weights
+        if term.kind == "cosine":  # points hold mean unit vectors: a linear kernel on them
+            to_reference = F.normalize(a, dim=1) @ points.T @ weights
+            reference_mean = weights @ (points @ points.T) @ weights
+        else:
+            to_reference = _pairwise(term.kind, a, points, bandwidth) @ weights  # mean_b k(b, a_j)
+            reference_mean = weights @ _pairwise(term.kind, points, points, bandwidth) @ weights
         mi, mj = rows_absent[:, None], rows_absent[None, :]
         k = torch.where(mj, to_reference[:, None], k)
         k = torch.where(mi, to_reference[None, :], k)
@@ -337,7 +380,10 @@ class PriorKernel:
             for term in terms:
                 ref = fitted["references"][term.name]
                 points = np.asarray(ref["points"], dtype=np.float64).reshape(-1, term.width)
-                kernel._references[term.name] = (points, np.asarray(ref["weights"], dtype=np.float64))
+                weights = np.asarray(ref["weights"], dtype=np.float64)
+                if term.kind == "cosine" and d.get("format_version", 1) < 2:  # raw vectors: average them
+                    points, weights = _unit_mean(points, weights), np.ones(1)
+                kernel._references[term.name] = (points, weights)
         return kernel
 
     def __repr__(self) -> str:
