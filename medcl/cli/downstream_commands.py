@@ -139,12 +139,15 @@ def attributes_command(
     permutations: int = typer.Option(1000, "--permutations", min=0, help="label permutations for p-values"),
     seed: int = typer.Option(0, "--seed"),
     max_subjects: int = typer.Option(3000, "--max-subjects", min=3, help="subsample larger cohorts"),
+    split: str = typer.Option(
+        "train", "--split", help="subjects to use: train (default: never looks at test subjects), val, test or all"
+    ),
     out: Path | None = typer.Option(None, "--out", "-o", help="also write the table as JSON"),
 ) -> None:
     """How well does each weak attribute's kernel align with a label? (CKA + permutation p-value)
 
     For every attribute (and each --combo) the centered kernel alignment between its prior kernel
-    (fitted on the labelled subjects) and the label's kernel (delta for classes, RBF for
+    (fitted on the labelled training subjects) and the label's kernel (delta for classes, RBF for
     continuous), with a permutation p-value. High CKA and small p: the attribute carries label
     information and is a promising prior.
 
@@ -156,7 +159,8 @@ def attributes_command(
 
     cohort = Cohort.from_manifest(manifest, check_files=False)
     report = attribute_alignment(
-        cohort, label, combos=combos, permutations=permutations, seed=seed, max_subjects=max_subjects
+        cohort, label, combos=combos, permutations=permutations, seed=seed, max_subjects=max_subjects,
+        split=None if split == "all" else split,
     )
     typer.echo(report.table())
     if out is not None:
