@@ -23,13 +23,16 @@ columns flagged in ``missing`` or NaN) gets the mean feature map of the training
 ``k(i, j) = mean_b k(b, a_j)`` for i missing and ``k(i, i') = mean_{b, b'} k(b, b')`` when both
 are. The means run over a compact, de-identified training reference stored by
 :meth:`PriorKernel.fit` (and in ``kernel.json`` / ``config.yaml``): for ``delta`` the training
-categories and their frequencies (exact); for ``rbf`` / ``cosine`` the means of groups of at
-least ``MIN_GROUP`` training subjects, weighted by group size (at most ``REFERENCE_GROUPS``
-groups: on one column, consecutive runs of the sorted values; on vectors, k-means clusters,
-seed 0, with clusters under ``MIN_GROUP`` merged into their nearest neighbour). No raw training
-value is kept; with fewer than ``MIN_GROUP`` training values the reference is their mean. Since a
-missing subject is a feature map like any other (the mean embedding of the reference), K stays
-PSD. See ``docs/privacy.md``.
+categories and their frequencies (exact); for ``cosine`` the mean unit vector, i.e. the mean
+feature map itself (exact); for ``rbf`` the mean and spread of groups of at least ``MIN_GROUP``
+training subjects, weighted by group size (at most ``REFERENCE_GROUPS`` groups: on one column,
+consecutive runs of the sorted values; on vectors, k-means clusters, seed 0, with clusters under
+``MIN_GROUP`` merged into their nearest neighbour). Each rbf group stands for a Gaussian
+N(mean, spread I), whose mean embedding has a closed form; this approximates the mean over the
+training values closely (max error ~3e-3 on one column or 4-d vectors of 500 subjects). No raw
+training value is kept; with fewer than ``MIN_GROUP`` training values the reference is one group
+of all of them. A missing subject's feature map is the mean embedding of a probability
+distribution, so K stays PSD. See ``docs/privacy.md``.
 """
 
 from __future__ import annotations
@@ -142,23 +145,38 @@ def _median_distance(x: np.ndarray) -> float:
     return float(np.median(positive)) if positive.size else 1.0
 
 
-def _reference(kind: str, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """De-identified training reference (points (m, w), weights (m,) summing to 1) for imputation.
+Reference = tuple[np.ndarray, np.ndarray, np.ndarray]  # points (m, w), weights (m,), spreads (m,)
+
+
+def _reference(kind: str, x: np.ndarray) -> Reference:
+    """De-identified training reference for imputation: points, weights summing to 1, spreads.
 
     ``delta``: the categories seen and their frequencies. ``cosine``: the mean unit vector (the
-    mean feature map itself, so imputation is exact). ``rbf``: the means of groups of
-    >= MIN_GROUP subjects (all rows when fewer), weighted by group size.
+    mean feature map itself, so imputation is exact). ``rbf``: the mean and the spread (mean
+    squared distance to the mean, per column) of groups of >= MIN_GROUP subjects (all rows when
+    fewer), weighted by group size. Spreads are 0 except for ``rbf``.
     """
     if kind == "delta":
         points, counts = np.unique(x, axis=0, return_counts=True)
-        return points, counts / counts.sum()
+        return points, counts / counts.sum(), np.zeros(len(points))
     if kind == "cosine":
-        return _unit_mean(x, np.full(len(x), 1.0 / len(x))), np.ones(1)
+        return _unit_mean(x, np.full(len(x), 1.0 / len(x))), np.ones(1), np.zeros(1)
     groups = _reference_groups(x)
     points = np.stack([x[g].mean(axis=0) for g in groups])
+    spreads = np.array([((x[g] - p) ** 2).sum(axis=1).mean() / x.shape[1] for g, p in zip(groups, points)])
     sizes = np.array([len(g) for g in groups], dtype=np.float64)
     order = np.lexsort(points.T[::-1])
-    return points[order], (sizes / sizes.sum())[order]
+    return points[order], (sizes / sizes.sum())[order], spreads[order]
+
+
+def _smoothed_rbf(a: torch.Tensor, points: torch.Tensor, spread: torch.Tensor, bandwidth: float) -> torch.Tensor:
+    """RBF between rows of a (n, w) and Gaussians N(points, spread I) (m, w): E_b k(a, b) in closed form.
+
+    ``spread`` broadcasts to (n, m). With spread 0 this is the plain RBF kernel.
+    """
+    var = bandwidth**2 + spread
+    sq = torch.cdist(a, points, compute_mode="donot_use_mm_for_euclid_dist") ** 2
+    return (bandwidth**2 / var) ** (a.shape[1] / 2) * torch.exp(-sq / (2.0 * var))
 
 
 def _unit_mean(x: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -218,7 +236,7 @@ class PriorKernel:
         self.terms = terms
         self.combine = combine
         self._bandwidths: dict[str, float] = {}
-        self._references: dict[str, tuple[np.ndarray, np.ndarray]] | None = None
+        self._references: dict[str, Reference] | None = None
 
     @property
     def n_columns(self) -> int:
@@ -331,12 +349,15 @@ class PriorKernel:
                 f"values: attribute {term.name!r} has missing values but the kernel is not fitted; "
                 f"call .fit(train_values, train_missing) first (it stores the imputation reference)"
             )
-        points_np, weights_np = self._references[term.name]
-        points = torch.as_tensor(points_np, dtype=v.dtype, device=v.device)
-        weights = torch.as_tensor(weights_np, dtype=v.dtype, device=v.device)
+        points, weights, spreads = (
+            torch.as_tensor(r, dtype=v.dtype, device=v.device) for r in self._references[term.name]
+        )
         if term.kind == "cosine":  # points hold mean unit vectors: a linear kernel on them
             to_reference = F.normalize(a, dim=1) @ points.T @ weights
             reference_mean = weights @ (points @ points.T) @ weights
+        elif term.kind == "rbf":  # each group as a Gaussian of its mean and spread
+            to_reference = _smoothed_rbf(a, points, spreads[None, :], bandwidth) @ weights
+            reference_mean = weights @ _smoothed_rbf(points, points, spreads[:, None] + spreads, bandwidth) @ weights
         else:
             to_reference = _pairwise(term.kind, a, points, bandwidth) @ weights  # mean_b k(b, a_j)
             reference_mean = weights @ _pairwise(term.kind, points, points, bandwidth) @ weights
@@ -352,8 +373,8 @@ class PriorKernel:
             fitted = {
                 "bandwidths": {k: float(b) for k, b in self._bandwidths.items()},
                 "references": {
-                    name: {"points": points.tolist(), "weights": weights.tolist()}
-                    for name, (points, weights) in self._references.items()
+                    name: {"points": points.tolist(), "weights": weights.tolist(), "spreads": spreads.tolist()}
+                    for name, (points, weights, spreads) in self._references.items()
                 },
             }
         return {
@@ -383,7 +404,8 @@ class PriorKernel:
                 weights = np.asarray(ref["weights"], dtype=np.float64)
                 if term.kind == "cosine" and d.get("format_version", 1) < 2:  # raw vectors: average them
                     points, weights = _unit_mean(points, weights), np.ones(1)
-                kernel._references[term.name] = (points, weights)
+                spreads = np.asarray(ref.get("spreads", np.zeros(len(points))), dtype=np.float64)
+                kernel._references[term.name] = (points, weights, spreads)
         return kernel
 
     def __repr__(self) -> str:
