@@ -163,7 +163,7 @@ def _reference(kind: str, x: np.ndarray) -> Reference:
         return _unit_mean(x, np.full(len(x), 1.0 / len(x))), np.ones(1), np.zeros(1)
     groups = _reference_groups(x)
     points = np.stack([x[g].mean(axis=0) for g in groups])
-    spreads = np.array([((x[g] - p) ** 2).sum(axis=1).mean() / x.shape[1] for g, p in zip(groups, points)])
+    spreads = np.array([((x[g] - p) ** 2).sum(axis=1).mean() / x.shape[1] for g, p in zip(groups, points, strict=True)])
     sizes = np.array([len(g) for g in groups], dtype=np.float64)
     order = np.lexsort(points.T[::-1])
     return points[order], (sizes / sizes.sum())[order], spreads[order]

@@ -118,7 +118,8 @@ def test_from_dicom_without_salt_makes_keeps_and_reuses_a_private_cohort_salt(tm
     salt = salt_file.read_text().strip()
     assert len(salt) == 64 and salt not in printed  # 256 random bits, never printed
     table = pd.read_csv(out / "table.csv", dtype=str)
-    raw = {str(pydicom.dcmread(pydicom_file(n), stop_before_pixels=True).PatientID) for n in ("CT_small.dcm", "MR_small.dcm")}
+    raw = {str(pydicom.dcmread(pydicom_file(n), stop_before_pixels=True).PatientID)
+           for n in ("CT_small.dcm", "MR_small.dcm")}
     assert set(table["patient_id"]) == {pseudonymize(p, salt) for p in raw}
     assert not set(table["patient_id"]) & {pseudonymize(p) for p in raw}  # not the unsalted hash
     # a rebuild reuses the salt (same pseudonyms) and says so

@@ -116,7 +116,7 @@ def _worker(rank: int, port: int, results: dict) -> None:
                                                                  missing[rank : rank + 1])
                 if not torch.allclose(one, single, atol=1e-10):
                     failures.append(f"{method}: one subject per rank gives {one.item()} != {single.item()}")
-            except Exception as err:  # noqa: BLE001  (report it to the parent process)
+            except Exception as err:  # report it to the parent process
                 failures.append(f"{method}: one subject per rank refused: {err}")
         results[rank] = failures
     finally:

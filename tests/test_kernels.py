@@ -120,7 +120,9 @@ def _exact_imputation(kind, train, query, bandwidth):
     return k_qt.mean(1), k_tt.mean()
 
 
-@pytest.mark.parametrize(("kind", "width", "tol"), [("rbf", 1, 1e-3), ("cosine", 3, 1e-12), ("rbf", 4, 5e-3), ("rbf", 16, 5e-3)])
+@pytest.mark.parametrize(
+    ("kind", "width", "tol"), [("rbf", 1, 1e-3), ("cosine", 3, 1e-12), ("rbf", 4, 5e-3), ("rbf", 16, 5e-3)]
+)
 def test_reference_keeps_no_training_value_and_imputes_close_to_the_exact_mean_embedding(kind, width, tol):
     rng = np.random.default_rng(1)
     train = rng.normal(50, 10, size=(500, width)) if kind == "rbf" else rng.normal(size=(500, width))

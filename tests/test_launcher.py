@@ -47,7 +47,7 @@ def test_slurm_and_lightning_and_plain_processes():
 
 def test_default_run_dir_is_shared_or_refused():
     assert default_run_dir("cfg", "du", {}).parent == Path("runs")
-    with pytest.raises(MedclInputError, match="torchrun process 3 of 8.*give --out"):
+    with pytest.raises(MedclInputError, match=r"torchrun process 3 of 8.*give --out"):
         default_run_dir("cfg", "du", torchrun_env(3))
     with pytest.raises(MedclInputError, match="slurm process 0 of 2"):
         default_run_dir("cfg", "du", {"SLURM_PROCID": "0", "SLURM_NTASKS": "2"})

@@ -53,7 +53,7 @@ def test_online_probe_scores_train_vs_val_features_every_n_epochs(synthetic_2d_m
     split, y = np.asarray(cohort.split()), cohort.label(label)
     train_idx, val_idx = np.flatnonzero(split == "train"), np.flatnonzero(split == "val")
     y[train_idx[0]] = np.nan  # an unlabelled training subject is left out
-    cohort.label = lambda name: y.copy()  # noqa: E731  (the probe reads labels through the cohort)
+    cohort.label = lambda name: y.copy()  # the probe reads labels through the cohort
     probe = OnlineProbe(cohort, train_idx, val_idx, label, every_n_epochs=2, kind="knn", k=3, cache="none")
     module = PooledFeatures().train()
 

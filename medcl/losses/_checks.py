@@ -27,7 +27,7 @@ def check_views(z: object, name: str = "z", *, min_subjects: int = 2) -> torch.T
         )
     if not z.is_floating_point():
         raise MedclInputError(f"{name}: expected a floating-point tensor, got dtype {z.dtype}")
-    n, v, d = z.shape
+    _, v, d = z.shape
     if v < 2:
         raise MedclInputError(f"{name}: expected at least 2 views per subject (V >= 2), got V = {v}")
     if d < 1:
