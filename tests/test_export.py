@@ -76,6 +76,7 @@ def test_three_line_diagnosis_model(tmp_path):
     assert model(torch.randn(2, 1, *encoder.input_spec["size"])).shape == (2, 2)
 
 
+@pytest.mark.filterwarnings("ignore:Cannot find the config file")  # mb.load without a workflow: weights only
 def test_bundle_passes_monais_own_offline_checks(tmp_path):
     import monai.bundle as mb
 
