@@ -232,12 +232,15 @@ def attribute_alignment(
     permutations: int = 1000,
     seed: int = 0,
     max_subjects: int = 3000,
+    split: str | None = "train",
 ) -> AlignmentReport:
     """CKA between every attribute (and each named combination) and a label, on labelled subjects.
 
-    Each attribute's :class:`medcl.kernels.PriorKernel` is fitted on the labelled subjects (so
-    bandwidths and missing-value imputation come from them). Cohorts larger than
-    ``max_subjects`` are subsampled (seeded), and the report says so.
+    Only the subjects of ``split`` (default ``"train"``, so that choosing a prior never looks at
+    the test subjects; None: every subject) are used. Each attribute's
+    :class:`medcl.kernels.PriorKernel` is fitted on the labelled subjects used (so bandwidths
+    and missing-value imputation come from them). More than ``max_subjects`` are subsampled
+    (seeded), and the report says so.
 
     Raises:
         MedclInputError: unknown label or attribute, no attributes, or fewer than 3 labelled subjects.
@@ -247,13 +250,19 @@ def attribute_alignment(
         raise MedclInputError(f"manifest {cohort.manifest.path or cohort.manifest.name} has no attributes")
     sets = [[a] for a in cohort.attribute_names] + parse_combos(combos, cohort.attribute_names)
     y_all = cohort.label(label)
-    labelled = np.flatnonzero(np.isfinite(y_all))
     notes = []
-    n_missing = len(y_all) - len(labelled)
+    pool = np.arange(len(y_all)) if split is None else cohort.indices(split)
+    if split is not None:
+        notes.append(f"{split} split only: {len(pool)} of {len(y_all)} subjects")
+    labelled = pool[np.isfinite(y_all[pool])]
+    n_missing = len(pool) - len(labelled)
     if n_missing:
         notes.append(f"{n_missing} subject(s) without label {label!r} left out")
     if len(labelled) < 3:
-        raise MedclInputError(f"label {label!r}: only {len(labelled)} labelled subject(s); need at least 3")
+        where = "" if split is None else f" in the {split} split"
+        raise MedclInputError(
+            f"label {label!r}: only {len(labelled)} labelled subject(s){where}; need at least 3"
+        )
     idx = labelled
     if len(idx) > max_subjects:
         rng = np.random.default_rng(seed)

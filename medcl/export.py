@@ -46,6 +46,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from medcl.atomic import _default_permissions
 from medcl.errors import MedclInputError
 
 ExportFormat = Literal["bundle", "safetensors", "torch-export", "torchscript", "onnx"]
@@ -81,6 +82,7 @@ MONAI_TENSOR_KEYS = (
     "channel_def",
 )
 _SUFFIX = {"safetensors": ".safetensors", "torch-export": ".pt2", "torchscript": ".pt", "onnx": ".onnx"}
+_TORCHSCRIPT_SUFFIXES = (".pt", ".ts", ".pth", ".jit", ".torchscript")
 
 
 class ExportCheckError(MedclInputError):
@@ -391,7 +393,7 @@ def load_encoder(path: str | os.PathLike) -> nn.Module:
         fmt = "safetensors"
     elif suffix == ".pt2":
         fmt = "torch-export"
-    elif suffix in (".pt", ".ts", ".pth", ".jit", ".torchscript"):
+    elif suffix in _TORCHSCRIPT_SUFFIXES:
         fmt = "torchscript"
     elif suffix == ".onnx":
         fmt = "onnx"
@@ -497,9 +499,11 @@ def _bundle_transforms(input_spec: dict[str, Any]) -> list[dict[str, Any]]:
     """MONAI ConfigParser definitions of the preprocessing the encoder expects."""
     _, *size = input_shape(input_spec)
     spatial_dims = len(size)
+    # medcl's own loader (a MONAI LoadImaged with medcl's readers): colour PNG -> grey, DICOM
+    # series folders, NRRD, channel first, float32, exactly as in training
     chain: list[dict[str, Any]] = [
-        {"_target_": "LoadImaged", "keys": "image", "image_only": True},
-        {"_target_": "EnsureChannelFirstd", "keys": "image"},
+        {"_target_": "medcl.data.readers.load_image_transform", "keys": "image",
+         "channels": int(input_spec.get("channels", 1)), "dtype": "$np.float32"},
     ]
     orientation = input_spec.get("orientation")
     if spatial_dims == 3 and orientation:
@@ -535,6 +539,7 @@ def bundle_inference_config(doc: dict[str, Any]) -> dict[str, Any]:
     return {
         "imports": [
             "$import torch",
+            "$import numpy as np",
             "$import safetensors.torch as safetensors_torch",
             "$import medcl.models.encoders as medcl_encoders",
         ],
@@ -739,7 +744,7 @@ def export_module(
     """
     if fmt not in FORMATS:
         raise MedclInputError(f"unknown export format {fmt!r}; choose one of {list(FORMATS)}")
-    out = Path(out)
+    out = with_format_suffix(Path(out), fmt)
     targets = [out, out.with_suffix(".json")] if fmt == "safetensors" else [out]
     for target in targets:
         if target.exists() and not overwrite:
@@ -771,15 +776,18 @@ def export_module(
                     written = _write_torchscript(module, doc, tmp_out, x)
                 else:
                     written = _write_onnx(module, doc, tmp_out, x)
-            except MedclInputError:
-                raise
+            except MedclInputError as err:
+                raise MedclInputError(_public_paths(str(err), tmp_dir, out.parent)) from err
             except Exception as err:
-                first = (str(err).strip().splitlines() or [""])[0]
+                first = _public_paths((str(err).strip().splitlines() or [""])[0], tmp_dir, out.parent)
                 raise MedclInputError(
                     f"cannot export this encoder as {fmt} ({type(err).__name__}: {first}); "
                     "try --format safetensors or bundle"
                 ) from err
-            loaded = load_encoder(tmp_out)
+            try:
+                loaded = load_encoder(tmp_out)
+            except MedclInputError as err:
+                raise MedclInputError(_public_paths(str(err), tmp_dir, out.parent)) from err
             got = loaded(x)
         diff = _max_difference(reference, got)
         if not diff <= atol:
@@ -787,7 +795,9 @@ def export_module(
                 f"the exported {fmt} encoder does not reproduce the features (max |difference| {diff:.3g} > "
                 f"{atol:g}); nothing was written"
             )
-        for path in written:  # all checks passed: move into place
+        for path in written:  # all checks passed: move into place, with the usual permissions
+            for item in (path, *path.rglob("*")) if path.is_dir() else (path,):
+                _default_permissions(item)  # some writers (safetensors) create 0600 files
             final = out.parent / path.name
             if final.is_dir():
                 shutil.rmtree(final)
@@ -795,6 +805,31 @@ def export_module(
     finally:
         shutil.rmtree(tmp_dir, ignore_errors=True)
     return out
+
+
+def with_format_suffix(out: Path, fmt: str) -> Path:
+    """``out`` with the file extension of ``fmt`` appended when it has none (``enc`` -> ``enc.onnx``).
+
+    A bundle is a folder and keeps its name. Raises MedclInputError when ``out`` carries another
+    export format's extension (``enc.pt`` for onnx), which would be loaded as that format.
+    """
+    if fmt == "bundle":
+        return out
+    wanted, suffix = _SUFFIX[fmt], out.suffix.lower()
+    if suffix == wanted or (fmt == "torchscript" and suffix in _TORCHSCRIPT_SUFFIXES):
+        return out
+    other = {v: k for k, v in _SUFFIX.items()}.get(suffix)
+    if other is not None:
+        raise MedclInputError(
+            f"--out {out}: the extension {suffix} is the {other} format's; use {out.with_suffix(wanted).name} "
+            f"for --format {fmt}"
+        )
+    return out.with_name(out.name + wanted)
+
+
+def _public_paths(message: str, tmp_dir: Path, target_dir: Path) -> str:
+    """A message with the private temporary folder replaced by the target folder."""
+    return message.replace(str(tmp_dir.resolve()), str(target_dir)).replace(str(tmp_dir), str(target_dir))
 
 
 def default_export_path(run_dir: str | os.PathLike, fmt: str) -> Path:
@@ -845,22 +880,13 @@ def run_training_info(run_dir: str | os.PathLike) -> dict[str, Any]:
     terms = kernel.get("terms") if isinstance(kernel, dict) else None
     if config.uses_attributes:
         info["attributes"] = list(config.attributes or [t.get("name") for t in terms or []])
-    if terms:
-        # names, kinds, fitted bandwidths and weights only: the fitted reference points are
-        # per-subject attribute values and stay in the run directory
-        fitted = (kernel.get("fitted") or {}).get("bandwidths") or {}
-        info["kernel"] = {
-            "combine": kernel.get("combine"),
-            "terms": [
-                {
-                    "name": t.get("name"),
-                    "kind": t.get("kind"),
-                    "bandwidth": fitted.get(t.get("name"), t.get("bandwidth")),
-                    "weight": t.get("weight"),
-                }
-                for t in terms
-            ],
-        }
+    if terms:  # names, kinds, bandwidths, weights: the imputation reference stays in the run
+        from medcl.report.collect import public_kernel
+
+        kernel_info = public_kernel(kernel)
+        for term in kernel_info["terms"]:
+            term.pop("imputation_reference", None)
+        info["kernel"] = {"combine": kernel_info["combine"], "terms": kernel_info["terms"]}
     info["encoder"] = config.encoder.model_dump(mode="json")
     info["epochs"] = config.epochs
     try:

@@ -32,11 +32,18 @@ non-zero distances is used; if every distance is 0, sigma = 1.
 Missing values (mean-embedding imputation). A subject missing an attribute (any of the term's
 columns flagged in ``missing`` or NaN) gets the mean feature map of the training values, so
 ``k(i, j) = mean_b k(b, a_j)`` for i missing and ``k(i, i') = mean_{b, b'} k(b, b')`` when both
-are. The means run over a compact training reference stored by :meth:`PriorKernel.fit`: for
-``delta`` the training categories and their frequencies (exact); for ``rbf`` / ``cosine`` on one
-column the 256 quantiles at levels (k + 1/2)/256 of the training values (all values when there
-are at most 256); on vectors a deterministic subsample (seed 0) of 256 training rows (all rows
-when at most 256). Since a missing subject is a feature map like any other, K stays PSD.
+are. The means run over a compact, de-identified training reference stored by
+:meth:`PriorKernel.fit` (and in ``kernel.json`` / ``config.yaml``): for ``delta`` the training
+categories and their frequencies (exact); for ``cosine`` the mean unit vector, i.e. the mean
+feature map itself (exact); for ``rbf`` the mean and spread of groups of at least ``MIN_GROUP``
+training subjects, weighted by group size (at most ``REFERENCE_GROUPS`` groups: on one column,
+consecutive runs of the sorted values; on vectors, k-means clusters, seed 0, with clusters under
+``MIN_GROUP`` merged into their nearest neighbour). Each rbf group stands for a Gaussian
+N(mean, spread I), whose mean embedding has a closed form; this approximates the mean over the
+training values closely (max error ~3e-3 on one column or 4-d vectors of 500 subjects). No raw
+training value is kept; with fewer than ``MIN_GROUP`` training values the reference is one group
+of all of them. A missing subject's feature map is the mean embedding of a probability
+distribution, so K stays PSD. See ``docs/privacy.md``.
 """
 
 from __future__ import annotations
@@ -55,9 +62,11 @@ KernelKind = Literal["rbf", "delta", "cosine"]
 KERNEL_KINDS: tuple[str, ...] = ("rbf", "delta", "cosine")
 COMBINE_MODES: tuple[str, ...] = ("product", "sum")
 
-_REFERENCE_SIZE = 256
+#: Most groups in an rbf / cosine imputation reference; each group pools >= MIN_GROUP subjects.
+REFERENCE_GROUPS = 64
+MIN_GROUP = 10
 _MEDIAN_ROWS = 2000
-_FORMAT_VERSION = 1
+_FORMAT_VERSION = 2  # 2: de-identified references (group means; cosine: mean unit vector)
 
 
 @dataclass(frozen=True)
@@ -147,20 +156,68 @@ def _median_distance(x: np.ndarray) -> float:
     return float(np.median(positive)) if positive.size else 1.0
 
 
-def _reference(kind: str, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Compact training reference (points (m, w), weights (m,) summing to 1) for imputation."""
+Reference = tuple[np.ndarray, np.ndarray, np.ndarray]  # points (m, w), weights (m,), spreads (m,)
+
+
+def _reference(kind: str, x: np.ndarray) -> Reference:
+    """De-identified training reference for imputation: points, weights summing to 1, spreads.
+
+    ``delta``: the categories seen and their frequencies. ``cosine``: the mean unit vector (the
+    mean feature map itself, so imputation is exact). ``rbf``: the mean and the spread (mean
+    squared distance to the mean, per column) of groups of >= MIN_GROUP subjects (all rows when
+    fewer), weighted by group size. Spreads are 0 except for ``rbf``.
+    """
     if kind == "delta":
         points, counts = np.unique(x, axis=0, return_counts=True)
-        return points, counts / counts.sum()
-    if len(x) <= _REFERENCE_SIZE:
-        points = x[np.lexsort(x.T[::-1])]
-    elif x.shape[1] == 1:
-        levels = (np.arange(_REFERENCE_SIZE) + 0.5) / _REFERENCE_SIZE
-        points = np.quantile(x[:, 0], levels)[:, None]
-    else:
-        pick = np.random.default_rng(0).choice(len(x), _REFERENCE_SIZE, replace=False)
-        points = x[np.sort(pick)]
-    return points, np.full(len(points), 1.0 / len(points))
+        return points, counts / counts.sum(), np.zeros(len(points))
+    if kind == "cosine":
+        return _unit_mean(x, np.full(len(x), 1.0 / len(x))), np.ones(1), np.zeros(1)
+    groups = _reference_groups(x)
+    points = np.stack([x[g].mean(axis=0) for g in groups])
+    spreads = np.array([((x[g] - p) ** 2).sum(axis=1).mean() / x.shape[1] for g, p in zip(groups, points, strict=True)])
+    sizes = np.array([len(g) for g in groups], dtype=np.float64)
+    order = np.lexsort(points.T[::-1])
+    return points[order], (sizes / sizes.sum())[order], spreads[order]
+
+
+def _smoothed_rbf(a: torch.Tensor, points: torch.Tensor, spread: torch.Tensor, bandwidth: float) -> torch.Tensor:
+    """RBF between rows of a (n, w) and Gaussians N(points, spread I) (m, w): E_b k(a, b) in closed form.
+
+    ``spread`` broadcasts to (n, m). With spread 0 this is the plain RBF kernel.
+    """
+    var = bandwidth**2 + spread
+    sq = torch.cdist(a, points, compute_mode="donot_use_mm_for_euclid_dist") ** 2
+    return (bandwidth**2 / var) ** (a.shape[1] / 2) * torch.exp(-sq / (2.0 * var))
+
+
+def _unit_mean(x: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Weighted mean (1, w) of the rows of x scaled to unit length (zero rows stay zero)."""
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return (weights @ np.divide(x, norms, out=np.zeros_like(x), where=norms > 0))[None, :]
+
+
+def _reference_groups(x: np.ndarray) -> list[np.ndarray]:
+    """Row indices of at most REFERENCE_GROUPS groups of >= MIN_GROUP rows each (one group when fewer)."""
+    m = max(1, min(REFERENCE_GROUPS, len(x) // MIN_GROUP))
+    if m == 1:
+        return [np.arange(len(x))]
+    if x.shape[1] == 1:  # contiguous runs of the sorted values: the tightest groups in 1-D
+        return np.array_split(np.argsort(x[:, 0], kind="stable"), m)
+    from sklearn.cluster import KMeans
+
+    centres = KMeans(n_clusters=m, n_init=3, random_state=0).fit(x).cluster_centers_
+    labels = _nearest(x, centres)
+    while (sizes := np.bincount(labels, minlength=len(centres))).min() < MIN_GROUP:
+        # drop the smallest cluster: its rows join their nearest remaining centre
+        labels = _nearest(x, np.delete(centres, sizes.argmin(), axis=0))
+        centres = np.stack([x[labels == c].mean(axis=0) for c in np.unique(labels)])
+        labels = _nearest(x, centres)
+    return [np.flatnonzero(labels == c) for c in range(len(centres)) if (labels == c).any()]
+
+
+def _nearest(x: np.ndarray, centres: np.ndarray) -> np.ndarray:
+    """Index of the nearest centre (Euclidean) for each row of x."""
+    return ((centres**2).sum(axis=1)[None, :] - 2.0 * x @ centres.T).argmin(axis=1)
 
 
 class PriorKernel:
@@ -209,7 +266,7 @@ class PriorKernel:
         self.instance_weight = float(instance_weight)
         self.bandwidth_scale = float(bandwidth_scale)
         self._bandwidths: dict[str, float] = {}
-        self._references: dict[str, tuple[np.ndarray, np.ndarray]] | None = None
+        self._references: dict[str, Reference] | None = None
 
     @property
     def n_columns(self) -> int:
@@ -325,11 +382,18 @@ class PriorKernel:
                 f"values: attribute {term.name!r} has missing values but the kernel is not fitted; "
                 f"call .fit(train_values, train_missing) first (it stores the imputation reference)"
             )
-        points_np, weights_np = self._references[term.name]
-        points = torch.as_tensor(points_np, dtype=v.dtype, device=v.device)
-        weights = torch.as_tensor(weights_np, dtype=v.dtype, device=v.device)
-        to_reference = _pairwise(term.kind, a, points, bandwidth) @ weights  # mean_b k(b, a_j)
-        reference_mean = weights @ _pairwise(term.kind, points, points, bandwidth) @ weights
+        points, weights, spreads = (
+            torch.as_tensor(r, dtype=v.dtype, device=v.device) for r in self._references[term.name]
+        )
+        if term.kind == "cosine":  # points hold mean unit vectors: a linear kernel on them
+            to_reference = F.normalize(a, dim=1) @ points.T @ weights
+            reference_mean = weights @ (points @ points.T) @ weights
+        elif term.kind == "rbf":  # each group as a Gaussian of its mean and spread
+            to_reference = _smoothed_rbf(a, points, spreads[None, :], bandwidth) @ weights
+            reference_mean = weights @ _smoothed_rbf(points, points, spreads[:, None] + spreads, bandwidth) @ weights
+        else:
+            to_reference = _pairwise(term.kind, a, points, bandwidth) @ weights  # mean_b k(b, a_j)
+            reference_mean = weights @ _pairwise(term.kind, points, points, bandwidth) @ weights
         mi, mj = rows_absent[:, None], rows_absent[None, :]
         k = torch.where(mj, to_reference[:, None], k)
         k = torch.where(mi, to_reference[None, :], k)
@@ -342,8 +406,8 @@ class PriorKernel:
             fitted = {
                 "bandwidths": {k: float(b) for k, b in self._bandwidths.items()},
                 "references": {
-                    name: {"points": points.tolist(), "weights": weights.tolist()}
-                    for name, (points, weights) in self._references.items()
+                    name: {"points": points.tolist(), "weights": weights.tolist(), "spreads": spreads.tolist()}
+                    for name, (points, weights, spreads) in self._references.items()
                 },
             }
         return {
@@ -377,7 +441,11 @@ class PriorKernel:
             for term in terms:
                 ref = fitted["references"][term.name]
                 points = np.asarray(ref["points"], dtype=np.float64).reshape(-1, term.width)
-                kernel._references[term.name] = (points, np.asarray(ref["weights"], dtype=np.float64))
+                weights = np.asarray(ref["weights"], dtype=np.float64)
+                if term.kind == "cosine" and d.get("format_version", 1) < 2:  # raw vectors: average them
+                    points, weights = _unit_mean(points, weights), np.ones(1)
+                spreads = np.asarray(ref.get("spreads", np.zeros(len(points))), dtype=np.float64)
+                kernel._references[term.name] = (points, weights, spreads)
         return kernel
 
     def __repr__(self) -> str:

@@ -5,13 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
+import pydicom
 import pytest
 import yaml
 from cohort_factory import copy_into, pydicom_file, write_nifti
 
 from medcl.cli import main
 from medcl.data import Cohort
-from medcl.data.builders import parse_dicom_age, pseudonymize
+from medcl.data.builders import SALT_NAME, parse_dicom_age, pseudonymize
 from medcl.data.validate import validate_manifest
 
 
@@ -102,6 +103,53 @@ def test_from_dicom(tmp_path, capsys):
     assert m["image"]["kind"] == "3d" and m["split"]["folds"] == 2
     summary = validate_manifest(out / "manifest.yaml")
     assert (summary["subjects"], summary["patients"]) == (4, 2)
+
+
+def test_from_dicom_without_salt_makes_keeps_and_reuses_a_private_cohort_salt(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("MEDCL_PSEUDONYM_SALT", raising=False)
+    for name in ("CT_small.dcm", "MR_small.dcm"):
+        copy_into(pydicom_file(name), tmp_path / "in" / name)
+    out = tmp_path / "out"
+    assert main(["manifest", "from-dicom", str(tmp_path / "in"), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    salt_file = out / SALT_NAME
+    assert f"generated a random pseudonym salt in {salt_file}" in printed
+    assert salt_file.stat().st_mode & 0o777 == 0o600  # owner-only
+    salt = salt_file.read_text().strip()
+    assert len(salt) == 64 and salt not in printed  # 256 random bits, never printed
+    table = pd.read_csv(out / "table.csv", dtype=str)
+    raw = {str(pydicom.dcmread(pydicom_file(n), stop_before_pixels=True).PatientID)
+           for n in ("CT_small.dcm", "MR_small.dcm")}
+    assert set(table["patient_id"]) == {pseudonymize(p, salt) for p in raw}
+    assert not set(table["patient_id"]) & {pseudonymize(p) for p in raw}  # not the unsalted hash
+    # a rebuild reuses the salt (same pseudonyms) and says so
+    assert main(["manifest", "from-dicom", str(tmp_path / "in"), "--out", str(out), "--force"]) == 0
+    assert "reused" in capsys.readouterr().out and salt_file.read_text().strip() == salt
+    assert pd.read_csv(out / "table.csv", dtype=str)["patient_id"].tolist() == table["patient_id"].tolist()
+    # another cohort folder gets another salt; an explicit salt (here from the environment) wins
+    monkeypatch.setenv("MEDCL_PSEUDONYM_SALT", "from-env")
+    assert main(["manifest", "from-dicom", str(tmp_path / "in"), "--out", str(tmp_path / "o2")]) == 0
+    assert not (tmp_path / "o2" / SALT_NAME).exists()
+    assert set(pd.read_csv(tmp_path / "o2" / "table.csv", dtype=str)["patient_id"]) == {
+        pseudonymize(p, "from-env") for p in raw}
+
+
+@pytest.mark.parametrize(("mode", "column", "expected"), [
+    ("year", "study_year", {"2004"}), ("offset", "study_day", {"0"}), ("full", "study_date", None)])
+def test_from_dicom_study_date_keeps_the_year_unless_asked(tmp_path, mode, column, expected):
+    names = ("CT_small.dcm", "MR_small.dcm")
+    for name in names:
+        copy_into(pydicom_file(name), tmp_path / "in" / name)
+    raw = {str(pydicom.dcmread(pydicom_file(n), stop_before_pixels=True).StudyDate) for n in names}
+    args = ["manifest", "from-dicom", str(tmp_path / "in"), "--out", str(tmp_path / "o"), "--salt", "x"]
+    assert main([*args, "--study-date", mode]) == 0
+    table = pd.read_csv(tmp_path / "o" / "table.csv", dtype=str)
+    others = {"study_year", "study_day", "study_date"} - {column}
+    assert column in table and not others & set(table.columns)
+    assert set(table[column]) == (raw if expected is None else expected)
+    if mode != "full":
+        text = (tmp_path / "o" / "table.csv").read_text() + (tmp_path / "o" / "manifest.yaml").read_text()
+        assert not any(d in text for d in raw)
 
 
 def test_from_dicom_2d(tmp_path):

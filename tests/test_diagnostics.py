@@ -139,6 +139,26 @@ def test_attribute_alignment_on_a_cohort(tmp_path):
     assert "s001" not in str(report.to_dict())
 
 
+def test_attribute_alignment_uses_only_the_training_split_by_default(tmp_path):
+    from medcl.data.cohort import Cohort
+
+    manifest = _write_cohort(tmp_path)
+    cohort = Cohort.from_manifest(manifest, check_files=False)
+    split, labelled = cohort.split(), np.isfinite(cohort.label("dx"))
+    report = attribute_alignment(cohort, "dx", permutations=10)
+    assert report.n_used == (labelled & (split == "train")).sum() < labelled.sum()
+    assert attribute_alignment(cohort, "dx", permutations=10, split=None).n_used == labelled.sum()
+    # the held-out subjects' values play no part: change them and nothing moves
+    table = pd.read_csv(tmp_path / "t.csv", dtype=str, keep_default_na=False)
+    table.loc[split != "train", "noise"] = "1000"
+    table.to_csv(tmp_path / "t.csv", index=False)
+    changed = Cohort.from_manifest(manifest, check_files=False)
+    assert (changed.split() == split).all()
+    again = attribute_alignment(changed, "dx", permutations=10)
+    assert [(r.name, r.cka, r.p_value) for r in again.rows] == [(r.name, r.cka, r.p_value) for r in report.rows]
+    assert attribute_alignment(changed, "dx", permutations=10, split=None).rows != report.rows
+
+
 def test_attribute_alignment_subsamples_large_cohorts(tmp_path):
     from medcl.data.cohort import Cohort
 

@@ -16,6 +16,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from medcl.errors import MedclInputError
 from medcl.kernels import KernelTerm, PriorKernel
 from medcl.losses import LOSS_METHODS, build_loss
 from medcl.losses.distributed import all_gather_no_grad, all_gather_with_grad, is_distributed, world_size
@@ -105,6 +106,18 @@ def _worker(rank: int, port: int, results: dict) -> None:
                 ),
             }
             failures += [f"{method}: {name}" for name, ok in checks.items() if not ok]
+        # one subject per rank: the global batch (2 subjects) is what the n >= 2 check sees
+        for method in ("du", "kernel_du"):
+            options = _options(method, attributes, missing)
+            z_pair = _projector()(x[:2]).detach()
+            single = build_loss(method, **options)(z_pair, attributes[:2], missing[:2])
+            try:
+                one = build_loss(method, gather=True, **options)(z_pair[rank : rank + 1], attributes[rank : rank + 1],
+                                                                 missing[rank : rank + 1])
+                if not torch.allclose(one, single, atol=1e-10):
+                    failures.append(f"{method}: one subject per rank gives {one.item()} != {single.item()}")
+            except Exception as err:  # report it to the parent process
+                failures.append(f"{method}: one subject per rank refused: {err}")
         results[rank] = failures
     finally:
         dist.destroy_process_group()
@@ -118,6 +131,14 @@ def test_gathered_losses_match_single_process_on_global_batch():
         results = dict(results)
     assert sorted(results) == [0, 1]
     assert results[0] == [] and results[1] == [], results
+
+
+@pytest.mark.parametrize("method", ["du", "kernel_du"])
+def test_one_subject_is_refused_when_the_global_batch_has_one(method):
+    x, attributes, missing, _ = _batch()
+    loss = build_loss(method, gather=True, **_options(method, attributes, missing))
+    with pytest.raises(MedclInputError, match=r"z( \(global batch\))?: expected at least 2 subjects.*n = 1"):
+        loss(_projector()(x[:1]), attributes[:1], missing[:1])  # no process group: the global batch is 1
 
 
 def test_gather_is_identity_without_process_group():

@@ -9,6 +9,7 @@ import sys
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from downstream_helpers import make_run_dir, tiny_encoder
@@ -75,32 +76,36 @@ def test_three_line_diagnosis_model(tmp_path):
     assert model(torch.randn(2, 1, *encoder.input_spec["size"])).shape == (2, 2)
 
 
-def test_bundle_is_monai_compliant(tmp_path):
-    from monai.bundle import ConfigParser
+@pytest.mark.filterwarnings("ignore:Cannot find the config file")  # mb.load without a workflow: weights only
+def test_bundle_passes_monais_own_offline_checks(tmp_path):
+    import monai.bundle as mb
 
     encoder = tiny_encoder()
     bundle = export_module(encoder, INPUT_3D, "bundle", tmp_path / "bundle")
-    files = ("configs/metadata.json", "configs/inference.json", "models/model.safetensors", "docs/README.md")
-    for rel in files:
-        assert (bundle / rel).is_file(), rel
-    meta = json.loads((bundle / "configs" / "metadata.json").read_text())
-    assert check_bundle_metadata(meta) == []
-    assert meta["network_data_format"]["inputs"]["image"]["spatial_shape"] == [16, 16, 16]
-    assert meta["network_data_format"]["outputs"]["pred"]["num_channels"] == 8
-    # MONAI's ConfigParser builds the network, loads the weights and the preprocessing
-    parser = ConfigParser()
-    parser.read_config(str(bundle / "configs" / "inference.json"))
+    meta_file, config_file = bundle / "configs" / "metadata.json", bundle / "configs" / "inference.json"
+    # MONAI's bundle loader reads metadata and configs from the folder layout it expects
+    parser = mb.load_bundle_config(str(bundle), "inference.json")
+    assert parser["_meta_"]["network_data_format"]["inputs"]["image"]["spatial_shape"] == [16, 16, 16]
     parser["bundle_root"] = str(bundle)
     network = parser.get_parsed_content("network")
     parser.get_parsed_content("load_weights")
-    preprocessing = parser.get_parsed_content("preprocessing")
-    assert type(preprocessing).__name__ == "Compose"
     x = torch.randn(2, 1, 16, 16, 16)
     with torch.no_grad():
         torch.testing.assert_close(network.eval()(x), encoder(x), atol=1e-5, rtol=0)
-    # the MONAI-style state dict loads without unpickling arbitrary objects
-    state = torch.load(bundle / "models" / "model.pt", weights_only=True)
+    # MONAI's own input/output check of the network against network_data_format (raises on a mismatch)
+    mb.verify_net_in_out(net_id="network_def", meta_file=str(meta_file), config_file=str(config_file), device="cpu")
+    # MONAI's bundle loading finds the weights at its standard place (the folder exists: no download)
+    state = mb.load(name="bundle", bundle_dir=str(tmp_path), source="github", model_file="models/model.pt",
+                    workflow_type="infer", device="cpu")
     assert set(state) == set(encoder.state_dict())
+    assert all(torch.equal(state[k], v) for k, v in encoder.state_dict().items())
+    # the check can fail: a metadata that promises 9 output channels is refused by MONAI
+    meta = json.loads(meta_file.read_text())
+    meta["network_data_format"]["outputs"]["pred"]["num_channels"] = 9
+    meta_file.write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="output channel"):
+        mb.verify_net_in_out(net_id="network_def", meta_file=str(meta_file), config_file=str(config_file),
+                             device="cpu")
 
 
 def test_bundle_metadata_check_reports_missing_keys():
@@ -110,12 +115,51 @@ def test_bundle_metadata_check_reports_missing_keys():
     assert any("inputs.image: missing key 'spatial_shape'" in p for p in problems)
 
 
-def test_inference_config_rebuilds_from_spec_only():
-    doc = {"spec": {"arch": "resnet10"}, "input": INPUT_3D}
-    config = bundle_inference_config(doc)
-    names = [t["_target_"] for t in config["preprocessing"]["transforms"]]
-    assert names[:2] == ["LoadImaged", "EnsureChannelFirstd"]
-    assert {"Orientationd", "Spacingd", "NormalizeIntensityd", "ResizeWithPadOrCropd"} <= set(names)
+def _rgb_png(path: Path) -> Path:
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(rng.integers(0, 256, (40, 36, 3), dtype=np.uint8), mode="RGB").save(path)
+    return path
+
+
+def _nifti(path: Path) -> Path:
+    from cohort_factory import write_nifti
+
+    return write_nifti(path, shape=(20, 18, 12))
+
+
+def _dicom_series(path: Path) -> Path:
+    from cohort_factory import copy_into, pydicom_series_folder
+
+    return copy_into(pydicom_series_folder(), path)
+
+
+@pytest.mark.parametrize(("make", "kind", "preprocessing"), [
+    (_nifti, "3d", {"size": [16, 16, 16], "spacing": [2.0, 2.0, 2.0], "orientation": "RAS",
+                    "intensity": {"method": "zscore", "nonzero": True}}),
+    (_rgb_png, "2d", {"size": [32, 32], "intensity": {"method": "percentile", "lower": 1, "upper": 99}}),
+    (_dicom_series, "3d", {"size": [64, 64, 8], "intensity": {"method": "minmax"}}),
+], ids=["nifti", "colour-png", "dicom-series"])
+def test_bundle_preprocessing_gives_the_tensor_medcl_trains_on(tmp_path, make, kind, preprocessing):
+    from monai.bundle import ConfigParser
+
+    from medcl.data.manifest import parse_manifest
+    from medcl.data.transforms import preprocessing_transforms
+    from medcl.train.pretrain import input_spec
+
+    name = {"_nifti": "img.nii.gz", "_rgb_png": "img.png", "_dicom_series": "series"}[make.__name__]
+    image = make(tmp_path / name)
+    manifest = parse_manifest({"table": "t.csv", "image": {"kind": kind}, "preprocessing": preprocessing},
+                              source="test")
+    expected = preprocessing_transforms(manifest)({"image": str(image)})["image"]
+    parser = ConfigParser(bundle_inference_config({"spec": {"arch": "resnet10"}, "input": input_spec(manifest)}))
+    got = parser.get_parsed_content("preprocessing")({"image": str(image)})["image"]
+    assert got.shape == expected.shape == (1, *preprocessing["size"])  # one channel: colour became grey
+    assert got.dtype == expected.dtype == torch.float32
+    torch.testing.assert_close(torch.as_tensor(got), torch.as_tensor(expected), atol=0, rtol=0)
+    assert float(expected.std()) > 0  # a real image, not an empty one
 
 
 class _Noisy(torch.nn.Module):
@@ -279,3 +323,45 @@ def test_cli_export_corrupted_encoder_exits_2(run_dir, tmp_path, capsys):
     target = str(tmp_path / "e.safetensors")
     assert main(["export", str(broken), "--format", "safetensors", "--out", target]) == 2
     assert "encoder.safetensors" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("fmt", [f for f in FORMATS if f != "bundle"])
+def test_cli_export_adds_the_extension_quietly_with_default_permissions(run_dir, tmp_path, fmt, capfd):
+    import os
+
+    out = tmp_path / "my_encoder"
+    assert main(["export", str(run_dir), "--format", fmt, "--out", str(out)]) == 0
+    printed = capfd.readouterr()
+    target = tmp_path / f"my_encoder{SUFFIX[fmt]}"
+    assert target.is_file() and not out.exists()
+    assert str(target) in printed.out and ".tmp" not in printed.out + printed.err
+    assert printed.err == ""  # no torch warning about the missing extension, nothing else
+    written = sorted(p.name for p in tmp_path.iterdir())
+    assert written == sorted([target.name] + (["my_encoder.json"] if fmt == "safetensors" else []))
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in tmp_path.iterdir():  # safetensors used to come out 0600
+        assert path.stat().st_mode & 0o777 == 0o666 & ~umask, path.name
+    with torch.no_grad():
+        x = torch.randn(2, 1, 16, 16, 16)
+        torch.testing.assert_close(load_encoder(target)(x), load_encoder(run_dir)(x), atol=1e-4, rtol=0)
+
+
+def test_export_refuses_another_formats_extension_and_hides_temporary_paths(run_dir, tmp_path, capsys,
+                                                                            monkeypatch):
+    import medcl.export as export
+
+    assert main(["export", str(run_dir), "--format", "onnx", "--out", str(tmp_path / "enc.pt")]) == 2
+    err = capsys.readouterr().err
+    assert "enc.pt" in err and "enc.onnx" in err and "torchscript" in err
+    assert export.with_format_suffix(Path("a/enc.pth"), "torchscript") == Path("a/enc.pth")
+    assert export.with_format_suffix(Path("a/enc.v2"), "onnx") == Path("a/enc.v2.onnx")
+
+    def failing_writer(module, doc, out, x):
+        raise RuntimeError(f"cannot write {out}: disk full")
+
+    monkeypatch.setattr(export, "_write_onnx", failing_writer)
+    assert main(["export", str(run_dir), "--format", "onnx", "--out", str(tmp_path / "enc")]) == 2
+    err = capsys.readouterr().err
+    assert f"cannot write {tmp_path / 'enc.onnx'}: disk full" in err and ".tmp" not in err
+    assert list(tmp_path.iterdir()) == []

@@ -8,11 +8,12 @@ import math
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from medcl.errors import MedclInputError
-from medcl.kernels import KernelTerm, PriorKernel
+from medcl.kernels import MIN_GROUP, REFERENCE_GROUPS, KernelTerm, PriorKernel
 
 NAN = float("nan")
 
@@ -79,14 +80,84 @@ def test_missing_delta_uses_training_frequencies():
     torch.testing.assert_close(k, expected)
 
 
-def test_missing_rbf_uses_training_mean_embedding():
-    kernel = PriorKernel([KernelTerm("age", "rbf", 0, 1, bandwidth=1.0)]).fit(np.array([[0.0], [2.0]]))
+def test_missing_rbf_uses_the_mean_embedding_of_the_group_gaussians():
+    # 20 training ages 0..19 -> 2 groups of MIN_GROUP = 10 sorted values: means 4.5 and 14.5,
+    # spread (variance) of 0..9 = 99/12 = 8.25; each group stands for N(mean, 8.25)
+    assert MIN_GROUP == 10
+    kernel = PriorKernel([KernelTerm("age", "rbf", 0, 1, bandwidth=4.0)]).fit(np.arange(20.0)[::-1, None])
+    ref = kernel.to_dict()["fitted"]["references"]["age"]
+    assert ref == {"points": [[4.5], [14.5]], "weights": [0.5, 0.5], "spreads": [8.25, 8.25]}
     values = torch.tensor([[0.0], [5.0]], dtype=torch.float64)
     k = kernel(values, torch.tensor([[False], [True]]))  # the mask wins over the (present) value 5
-    e = math.exp
-    assert k[0, 1].item() == pytest.approx((1 + e(-2)) / 2)  # mean_b k(b, 0) over b in {0, 2}
-    assert k[1, 1].item() == pytest.approx((2 + 2 * e(-2)) / 4)  # mean over the 4 pairs (b, b')
+    # E_{b ~ N(c, s)} exp(-(a - b)^2 / (2 sigma^2)) = sqrt(sigma^2 / v) exp(-(a - c)^2 / (2 v)), v = sigma^2 + s
+    v = 16 + 8.25
+    g = lambda d, v: math.sqrt(16 / v) * math.exp(-(d**2) / (2 * v))  # noqa: E731
+    assert k[0, 1].item() == pytest.approx((g(4.5, v) + g(14.5, v)) / 2)
+    assert k[1, 1].item() == pytest.approx((2 * g(0, 16 + 16.5) + 2 * g(10, 16 + 16.5)) / 4)
     assert k[0, 0].item() == 1.0
+    # close to the exact mean over the 20 training values
+    exact = np.mean(np.exp(-(np.arange(20.0) ** 2) / 32))
+    assert k[0, 1].item() == pytest.approx(exact, abs=3e-3)
+
+
+def test_fewer_training_values_than_a_group_keep_only_their_mean_and_spread():
+    kernel = PriorKernel([KernelTerm("age", "rbf", 0, 1, bandwidth=1.0)]).fit(np.array([[0.0], [2.0]]))
+    ref = kernel.to_dict()["fitted"]["references"]["age"]
+    assert ref == {"points": [[1.0]], "weights": [1.0], "spreads": [1.0]}
+    k = kernel(np.array([[0.0], [NAN]]))
+    assert k[0, 1].item() == pytest.approx(math.sqrt(0.5) * math.exp(-0.25))
+    assert k[1, 1].item() == pytest.approx(math.sqrt(1 / 3))
+
+
+def _exact_imputation(kind, train, query, bandwidth):
+    """Mean embedding over every training row (what the de-identified reference approximates)."""
+    t, q = torch.as_tensor(train), torch.as_tensor(query)
+    if kind == "cosine":
+        k_qt, k_tt = F.normalize(q, dim=1) @ F.normalize(t, dim=1).T, F.normalize(t, dim=1) @ F.normalize(t, dim=1).T
+    else:
+        k_qt = torch.exp(-torch.cdist(q, t) ** 2 / (2 * bandwidth**2))
+        k_tt = torch.exp(-torch.cdist(t, t) ** 2 / (2 * bandwidth**2))
+    return k_qt.mean(1), k_tt.mean()
+
+
+@pytest.mark.parametrize(
+    ("kind", "width", "tol"), [("rbf", 1, 1e-3), ("cosine", 3, 1e-12), ("rbf", 4, 5e-3), ("rbf", 16, 5e-3)]
+)
+def test_reference_keeps_no_training_value_and_imputes_close_to_the_exact_mean_embedding(kind, width, tol):
+    rng = np.random.default_rng(1)
+    train = rng.normal(50, 10, size=(500, width)) if kind == "rbf" else rng.normal(size=(500, width))
+    kernel = PriorKernel([KernelTerm("a", kind, 0, width)]).fit(train)
+    ref = kernel.to_dict()["fitted"]["references"]["a"]
+    points, weights = np.asarray(ref["points"]), np.asarray(ref["weights"])
+    # no stored point is a training row, and each pools at least MIN_GROUP subjects
+    assert not (np.abs(points[:, None, :] - train[None]).max(axis=2) < 1e-9).any()
+    assert len(points) <= REFERENCE_GROUPS and weights.sum() == pytest.approx(1.0)
+    assert (weights * len(train)).min() >= MIN_GROUP - 1e-9
+    query = rng.normal(50, 10, size=(30, width)) if kind == "rbf" else rng.normal(size=(30, width))
+    k = kernel(np.r_[query, np.full((1, width), NAN)])
+    to_train, train_mean = _exact_imputation(kind, train, query, kernel.bandwidths.get("a"))
+    assert (k[-1, :-1] - to_train).abs().max().item() < tol
+    assert abs(k[-1, -1].item() - train_mean.item()) < tol
+
+
+def test_vector_reference_merges_small_clusters():
+    # one far-away outlier pair would make its own k-means cluster: it must be pooled into a larger group
+    rng = np.random.default_rng(0)
+    train = np.r_[rng.normal(size=(58, 2)), [[40.0, 40.0], [40.5, 40.0]]]
+    kernel = PriorKernel([KernelTerm("e", "rbf", 0, 2)]).fit(train)
+    ref = kernel.to_dict()["fitted"]["references"]["e"]
+    assert (np.asarray(ref["weights"]) * len(train)).min() >= MIN_GROUP - 1e-9
+    assert not any(np.allclose(p, t) for p in ref["points"] for t in train[-2:])
+
+
+def test_version_1_kernel_dicts_with_raw_cosine_points_still_load():
+    raw = np.array([[1.0, 0.0], [0.0, 2.0], [3.0, 3.0]])
+    old = PriorKernel([KernelTerm("e", "cosine", 0, 2)]).to_dict()
+    old.update(format_version=1, fitted={"bandwidths": {}, "references": {
+        "e": {"points": raw.tolist(), "weights": [1 / 3] * 3}}})
+    k = PriorKernel.from_dict(old)(np.array([[1.0, 0.0], [NAN, NAN]]))
+    to_train, train_mean = _exact_imputation("cosine", raw, np.array([[1.0, 0.0]]), None)
+    assert k[0, 1].item() == pytest.approx(to_train.item()) and k[1, 1].item() == pytest.approx(train_mean.item())
 
 
 def _mixed_kernel(combine="product"):
@@ -111,7 +182,7 @@ def _cohort(n, seed=0, missing_rate=0.3):
 
 @pytest.mark.parametrize("combine", ["product", "sum"])
 def test_kernel_with_missing_values_is_psd(combine):
-    values, missing = _cohort(400)  # > 256 training rows: quantile / subsample references
+    values, missing = _cohort(400)  # group-mean references of many groups
     kernel = _mixed_kernel(combine).fit(values, missing)
     batch, batch_missing = _cohort(60, seed=1, missing_rate=0.5)
     k = kernel(torch.as_tensor(batch), torch.as_tensor(batch_missing))
@@ -146,7 +217,9 @@ def test_serialisation_round_trip_gives_identical_matrices():
         assert torch.equal(kernel(batch.astype(dtype), batch_missing), restored(batch.astype(dtype), batch_missing))
     assert restored.bandwidths == kernel.bandwidths and restored.combine == "sum"
     reference = kernel.to_dict()["fitted"]["references"]
-    assert len(reference["age"]["points"]) == 256 and len(reference["vae"]["points"]) == 256
+    n_age = (~missing[:, 0]).sum()
+    assert len(reference["age"]["points"]) == min(REFERENCE_GROUPS, n_age // MIN_GROUP)
+    assert 1 < len(reference["vae"]["points"]) <= REFERENCE_GROUPS and len(reference["emb"]["points"]) == 1
     assert len(reference["site"]["points"]) == 3  # the categories seen in training
     unfitted = PriorKernel.from_dict(_mixed_kernel().to_dict())
     assert not unfitted.is_fitted and unfitted.bandwidths == {"age": None, "vae": None}

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import shutil
 import subprocess
 from html.parser import HTMLParser
@@ -373,24 +372,15 @@ CHROMIUM_FLAGS = [
 
 @pytest.fixture(scope="session")
 def chromium() -> str:
-    """Debian's chromium, installed with apt-get when missing and running as root; else skip."""
-    exe = shutil.which("chromium")
-    if exe:
-        return exe
-    if os.name != "posix" or os.geteuid() != 0 or shutil.which("apt-get") is None:
-        pytest.skip("chromium is not installed and cannot be installed here (needs root and apt-get)")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for command in (
-        ["apt-get", "install", "-y", "chromium"],
-        ["apt-get", "update"],
-        ["apt-get", "install", "-y", "chromium"],
-    ):
-        done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=900, check=False)
-        if command[1] == "install" and done.returncode == 0:
-            break
-    exe = shutil.which("chromium")
+    """The chromium executable; skipped (with the reason shown by ``pytest -rs``) when missing.
+
+    The suite never installs anything: ``make test`` installs Debian's chromium beforehand when
+    it can (root and apt-get), see the Makefile's ``browser`` target.
+    """
+    exe = shutil.which("chromium") or shutil.which("chromium-browser")
     if exe is None:
-        pytest.skip(f"could not install chromium with apt-get: {done.stderr.strip()[-300:]}")
+        pytest.skip("chromium is not installed: the report is not rendered in a browser "
+                    "(`make browser` or `apt-get install -y chromium` installs it)")
     return exe
 
 
@@ -399,7 +389,7 @@ def _chromium(exe: str, profile: Path, *args: str) -> subprocess.CompletedProces
     return subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
 
 
-@pytest.mark.timeout(1200)  # may include installing chromium with apt-get on a fresh machine
+@pytest.mark.timeout(300)
 def test_report_renders_in_headless_chromium(
     chromium: str, rendered: tuple[Path, str], tmp_path: Path
 ) -> None:

@@ -23,3 +23,4 @@ def test_manifest_templates_are_valid(path: Path) -> None:
 def test_pipeline_configs_are_valid(path: Path) -> None:
     config = parse_config(yaml.safe_load(path.read_text()), source=str(path))
     assert config.epochs >= 1
+    assert config.method == "kernel_du" and config.attributes  # the ready pipelines use a prior

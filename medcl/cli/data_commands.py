@@ -36,6 +36,8 @@ manifest_app = typer.Typer(
 
 def _report(result) -> None:
     typer.echo(f"wrote {result.table_path} ({result.rows} rows) and {result.manifest_path}")
+    for line in result.notes:
+        typer.echo(f"note: {line}")
     for line in result.skipped[:20]:
         typer.echo(f"skipped {line}")
     if len(result.skipped) > 20:
@@ -63,19 +65,24 @@ def from_dicom(
     dicom_dir: Path = typer.Argument(..., help="Folder tree of DICOM files (read only).", show_default=False),
     out: Path = typer.Option(..., "--out", help="Output folder for table.csv and manifest.yaml."),
     kind: str = typer.Option("auto", "--kind", help="2d, 3d or auto (the kind of most series)."),
-    salt: str = typer.Option(
-        "", "--salt", envvar="MEDCL_PSEUDONYM_SALT",
-        help="Secret mixed into the patient pseudonyms (recommended; keep it out of the dataset).",
+    salt: str | None = typer.Option(
+        None, "--salt", envvar="MEDCL_PSEUDONYM_SALT", show_default=False,
+        help="Secret mixed into the patient pseudonyms; default: a random per-cohort salt kept in "
+        "OUT/.pseudonym_salt (owner-only) and reused by later builds.",
+    ),
+    study_date: str = typer.Option(
+        "year", "--study-date", help="year (keep the year only), offset (days since the patient's first "
+        "study) or full (the date as is: an identifier)."
     ),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing table/manifest in --out."),
 ) -> None:
-    """Manifest with one row per DICOM series; patient ids are pseudonymised.
+    """Manifest with one row per DICOM series; patient ids are pseudonymised, study dates coarsened.
 
     Example: `medcl manifest from-dicom /data/pacs_export --out manifests/pacs --salt "$SECRET"`
     """
     from medcl.data.builders import build_from_dicom
 
-    _report(build_from_dicom(dicom_dir, out, kind=kind, salt=salt, force=force))
+    _report(build_from_dicom(dicom_dir, out, kind=kind, salt=salt, study_date=study_date, force=force))
 
 
 def register(app: typer.Typer) -> None:

@@ -140,6 +140,9 @@ def attributes_command(
     permutations: int = typer.Option(1000, "--permutations", min=0, help="label permutations for p-values"),
     seed: int = typer.Option(0, "--seed"),
     max_subjects: int = typer.Option(3000, "--max-subjects", min=3, help="subsample larger cohorts"),
+    split: str = typer.Option(
+        "train", "--split", help="subjects to use: train (default: never looks at test subjects), val, test or all"
+    ),
     batch_size: int = typer.Option(32, "--batch-size", min=2, help="pretraining batch size (kernel spectrum)"),
     lam: str = typer.Option("0.01", "--lam", help="kernel ridge lam (kernel spectrum): a number or inv_sqrt_batch"),
     instance_weight: float = typer.Option(
@@ -151,7 +154,7 @@ def attributes_command(
     """How well does each weak attribute's kernel align with a label, and how much of a batch does it keep?
 
     For every attribute (and each --combo) the centered kernel alignment between its prior kernel
-    (fitted on the labelled subjects) and the label's kernel (delta for classes, RBF for
+    (fitted on the labelled training subjects) and the label's kernel (delta for classes, RBF for
     continuous), with a permutation p-value. High CKA and small p: the attribute carries label
     information and is a promising prior.
 
@@ -172,7 +175,8 @@ def attributes_command(
 
     cohort = Cohort.from_manifest(manifest, check_files=False)
     report = attribute_alignment(
-        cohort, label, combos=combos, permutations=permutations, seed=seed, max_subjects=max_subjects
+        cohort, label, combos=combos, permutations=permutations, seed=seed, max_subjects=max_subjects,
+        split=None if split == "all" else split,
     )
     typer.echo(report.table())
     lam_value: float | str = lam if lam == "inv_sqrt_batch" else _parse_lam(lam)

@@ -17,7 +17,9 @@ def pretrain_command(
     overrides: list[str] = typer.Option(
         [], "--set", help="override a config key, dotted, value as YAML: --set optimizer.lr=0.01"
     ),
-    out: Path | None = typer.Option(None, "--out", "-o", help="new run directory (default runs/<name>)"),
+    out: Path | None = typer.Option(
+        None, "--out", "-o", help="new run directory (default runs/<name>; required under torchrun / srun)"
+    ),
     resume: Path | None = typer.Option(None, "--resume", help="continue the run in this directory"),
 ) -> None:
     """Pretrain an encoder (kernel decoupled uniformity or a baseline) and write a run directory.
@@ -44,9 +46,13 @@ def pretrain_command(
 
             cfg = load_config(config, overrides)
             if out is None:
-                import time
+                import os
 
-                out = Path("runs") / f"{config.stem}-{cfg.method}-{time.strftime('%Y%m%d-%H%M%S')}"
+                from medcl.train.launcher import RUN_DIR_VARIABLE, default_run_dir
+
+                out = default_run_dir(config.stem, cfg.method)
+                if cfg.num_nodes > 1 or str(cfg.devices) != "1":  # Lightning's device processes reuse it
+                    os.environ[RUN_DIR_VARIABLE] = str(out)
             run = pretrain(cfg, out)
     except NonFiniteLossError as err:
         typer.secho(f"error: training diverged: {err}", fg="red", err=True)

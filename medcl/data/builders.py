@@ -27,6 +27,9 @@ from medcl.errors import MedclInputError
 
 TABLE_NAME = "table.csv"
 MANIFEST_NAME = "manifest.yaml"
+#: The per-cohort pseudonym salt ``manifest from-dicom`` generates when none is given (mode 0600).
+SALT_NAME = ".pseudonym_salt"
+STUDY_DATE_MODES = ("year", "offset", "full")
 
 _AGE_NAMES = re.compile(r"^age(_.*)?$|.*_age$", re.IGNORECASE)
 _SEX_NAMES = re.compile(r"^(sex|gender)$", re.IGNORECASE)
@@ -45,6 +48,7 @@ class BuildResult:
     table_path: Path
     rows: int
     skipped: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
 
 def _prepare_out(src: Path, out_dir: Path, force: bool) -> Path:
@@ -237,7 +241,8 @@ def build_from_dicom(
     out_dir: str | Path,
     *,
     kind: str = "auto",
-    salt: str = "",
+    salt: str | None = None,
+    study_date: str = "year",
     force: bool = False,
 ) -> BuildResult:
     """Build a manifest from a folder tree of DICOM files: one row per series.
@@ -252,6 +257,14 @@ def build_from_dicom(
     ``kind``: ``"2d"``, ``"3d"`` or ``"auto"`` (the kind of most series: multi-slice or
     multi-frame series are 3D). Series of the other kind are skipped and reported.
 
+    ``salt``: the secret of :func:`pseudonymize`. None or empty: a random per-cohort salt kept in
+    ``OUT/.pseudonym_salt`` (owner-only, 0600), made on the first build and reused afterwards so
+    that rebuilt tables keep their pseudonyms (said in ``BuildResult.notes``).
+
+    ``study_date`` (a direct identifier under HIPAA Safe Harbor): ``"year"`` keeps the year only
+    (column ``study_year``), ``"offset"`` the days since the patient's first study
+    (``study_day``), ``"full"`` the DICOM date as is (``study_date``).
+
     Raises:
         MedclInputError: no such folder, no DICOM image series, or an output folder inside the input.
     """
@@ -261,6 +274,13 @@ def build_from_dicom(
     out = _prepare_out(src, Path(out_dir), force)
     if kind not in ("auto", "2d", "3d"):
         raise MedclInputError(f"kind must be 'auto', '2d' or '3d', got {kind!r}")
+    if study_date not in STUDY_DATE_MODES:
+        raise MedclInputError(f"study date must be one of {', '.join(STUDY_DATE_MODES)}, got {study_date!r}")
+    notes: list[str] = []
+    salt_file = None
+    if not salt:
+        salt, salt_file, note = _cohort_salt(out)
+        notes.append(note)
     series_files: dict[str, list[Path]] = defaultdict(list)
     series_info: dict[str, dict[str, Any]] = {}
     folder_series: dict[Path, set[str]] = defaultdict(set)
@@ -316,9 +336,10 @@ def build_from_dicom(
     table.insert(0, "subject_id", [f"{p}_s{k}" for p, k in zip(
         table["patient_id"], table.groupby("patient_id").cumcount() + 1, strict=True)])
     table = table.drop(columns=["_series_number", "_frames"]).reset_index(drop=True)
-    table = table.dropna(axis=1, how="all")
+    date_column, table["study_date"] = _coarsen_dates(table, study_date)
+    table = table.rename(columns={"study_date": date_column}).dropna(axis=1, how="all")
     attributes, labels = guess_columns(
-        table, skip={"subject_id", "patient_id", "image", "study_date", "modality"}
+        table, skip={"subject_id", "patient_id", "image", date_column, "modality"}
     )
     spatial = 3 if kind == "3d" else 2
     manifest = {
@@ -334,4 +355,57 @@ def build_from_dicom(
         "attributes": attributes,
         "labels": labels,
     }
-    return _write(out, table, manifest, skipped)
+    if salt_file is not None:
+        _keep_salt(salt_file, salt)
+    result = _write(out, table, manifest, skipped)
+    result.notes = notes
+    return result
+
+
+def _cohort_salt(out: Path) -> tuple[str, Path | None, str]:
+    """The cohort's pseudonym salt from ``out/.pseudonym_salt``, or a new random one (not yet saved).
+
+    Returns (salt, file to save it to or None when it was read from there, a note for the user).
+    """
+    import secrets
+
+    file = out / SALT_NAME
+    if file.is_file():
+        salt = file.read_text().strip()
+        if not salt:
+            raise MedclInputError(f"{file}: empty pseudonym salt file; delete it or give --salt")
+        return salt, None, (f"pseudonyms use the cohort salt in {file} (reused; keep it private, "
+                            f"outside anything you share)")
+    return secrets.token_hex(32), file, (
+        f"no --salt or MEDCL_PSEUDONYM_SALT given: generated a random pseudonym salt in {file} "
+        "(owner-only); later builds into this folder reuse it. Keep it private: it is what "
+        "stops pseudonyms being traced back to patient ids"
+    )
+
+
+def _keep_salt(file: Path, salt: str) -> None:
+    """Write the salt atomically with owner-only permissions (0600)."""
+    import tempfile
+
+    file.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{file.name}.", suffix=".tmp", dir=file.parent)  # 0600
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(salt + "\n")
+        os.chmod(name, 0o600)
+        os.replace(name, file)
+    except BaseException:
+        Path(name).unlink(missing_ok=True)
+        raise
+
+
+def _coarsen_dates(table: pd.DataFrame, mode: str) -> tuple[str, pd.Series]:
+    """(column name, values) of the study date kept under ``mode`` (see :func:`build_from_dicom`)."""
+    raw = table["study_date"] if "study_date" in table else pd.Series([None] * len(table), index=table.index)
+    if mode == "full":
+        return "study_date", raw
+    dates = pd.to_datetime(raw, format="%Y%m%d", errors="coerce")
+    if mode == "year":
+        return "study_year", dates.dt.year.astype("Int64")
+    first = dates.groupby(table["patient_id"]).transform("min")
+    return "study_day", (dates - first).dt.days.astype("Int64")

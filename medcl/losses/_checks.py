@@ -13,8 +13,12 @@ import torch
 from medcl.errors import MedclInputError
 
 
-def check_views(z: object, name: str = "z") -> torch.Tensor:
-    """Check that ``z`` is a floating (n, V, d) tensor with n >= 2 subjects and V >= 2 views."""
+def check_views(z: object, name: str = "z", *, min_subjects: int = 2) -> torch.Tensor:
+    """Check that ``z`` is a floating (n, V, d) tensor with n >= min_subjects subjects and V >= 2 views.
+
+    A loss that gathers its batch checks each shard with ``min_subjects=1`` and the gathered
+    global batch with :func:`check_subjects`.
+    """
     if not isinstance(z, torch.Tensor):
         raise MedclInputError(f"{name}: expected a torch.Tensor of shape (n, V, d), got {type(z).__name__}")
     if z.dim() != 3:
@@ -23,13 +27,20 @@ def check_views(z: object, name: str = "z") -> torch.Tensor:
         )
     if not z.is_floating_point():
         raise MedclInputError(f"{name}: expected a floating-point tensor, got dtype {z.dtype}")
-    n, v, d = z.shape
+    _, v, d = z.shape
     if v < 2:
         raise MedclInputError(f"{name}: expected at least 2 views per subject (V >= 2), got V = {v}")
-    if n < 2:
-        raise MedclInputError(f"{name}: expected at least 2 subjects (n >= 2), got n = {n}")
     if d < 1:
         raise MedclInputError(f"{name}: expected at least 1 feature (d >= 1), got d = {d}")
+    return check_subjects(z, name, min_subjects)
+
+
+def check_subjects(z: torch.Tensor, name: str = "z", min_subjects: int = 2) -> torch.Tensor:
+    """Check that z (n, ...) holds at least ``min_subjects`` subjects (the global batch, after a gather)."""
+    if z.shape[0] < min_subjects:
+        raise MedclInputError(
+            f"{name}: expected at least {min_subjects} subjects (n >= {min_subjects}), got n = {z.shape[0]}"
+        )
     return z
 
 

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from medcl.errors import MedclInputError
-from medcl.losses._checks import check_positive, check_views, full_precision
+from medcl.losses._checks import check_positive, check_subjects, check_views, full_precision
 from medcl.losses._cholesky import cholesky_lower_
 from medcl.losses._pairwise import log_mean_gaussian_potential
 from medcl.losses.base import LossModule
@@ -111,11 +111,11 @@ def decoupled_uniformity(
         MedclInputError: z not (n, V, d) with n, V >= 2; t or lam not > 0; kernel not (n, n),
             not symmetric or not PSD.
     """
-    check_views(z, "z")
+    check_views(z, "z", min_subjects=1 if gather else 2)  # n >= 2 applies to the global batch
     t = check_positive(t, "t")
     lam = check_positive(lam, "lam")
     if gather:
-        z = all_gather_with_grad(z)
+        z = check_subjects(all_gather_with_grad(z), "z (global batch)")
     mu = centroids(z)
     if kernel is not None:
         mu = kernel_smoothed_centroids(mu, kernel, lam)
@@ -154,7 +154,7 @@ class KernelDecoupledUniformityLoss(LossModule):
         """Loss of z (n, V, d) with K = kernel(attributes (n, p), missing (n, p) bool)."""
         if attributes is None:
             raise MedclInputError("attributes: kernel_du needs the (n, p) attribute matrix, got None")
-        check_views(z, "z")
+        check_views(z, "z", min_subjects=1 if self.gather else 2)  # n >= 2: checked on the global batch below
         if self.gather:
             z = all_gather_with_grad(z)
         attributes = gather_optional(attributes, self.gather)
@@ -164,4 +164,4 @@ class KernelDecoupledUniformityLoss(LossModule):
                 f"attributes: expected {z.shape[0]} rows (one per subject of z), got {attributes.shape[0]}"
             )
         k = self.kernel(attributes, missing)
-        return decoupled_uniformity(z, k, t=self.t, lam=self.lam, gather=False)
+        return decoupled_uniformity(z, k, t=self.t, lam=self.lam, gather=False)  # checks n >= 2

@@ -282,6 +282,40 @@ def redact_ids(obj: Any) -> Any:
     return obj
 
 
+def public_kernel(kernel: Any) -> Any:
+    """What a report or an export may show of a fitted kernel dict (``PriorKernel.to_dict()``).
+
+    Keeps the combination and, per term, its name, kind, weight and (fitted) bandwidth; the
+    imputation reference (training-cohort summaries) is replaced by its size. Anything that is
+    not a kernel dict comes back as a short placeholder.
+    """
+    if not isinstance(kernel, dict) or not isinstance(kernel.get("terms"), list):
+        return None if kernel is None else "<not a kernel description; not shown>"
+    fitted = kernel.get("fitted") if isinstance(kernel.get("fitted"), dict) else {}
+    bandwidths = fitted.get("bandwidths") if isinstance(fitted.get("bandwidths"), dict) else {}
+    references = fitted.get("references") if isinstance(fitted.get("references"), dict) else {}
+    terms = []
+    for term in kernel["terms"]:
+        if not isinstance(term, dict):
+            continue
+        name = term.get("name")
+        entry = {"name": name, "kind": term.get("kind"),
+                 "bandwidth": bandwidths.get(name, term.get("bandwidth")), "weight": term.get("weight")}
+        ref = references.get(name)
+        if isinstance(ref, dict) and isinstance(ref.get("points"), list):
+            entry["imputation_reference"] = f"<{len(ref['points'])} summary points; not shown>"
+        terms.append(entry)
+    return {"combine": kernel.get("combine"), "fitted": bool(fitted), "terms": terms}
+
+
+def public_config(config: dict[str, Any]) -> dict[str, Any]:
+    """A run config as a report shows it: identifiers redacted, the kernel as :func:`public_kernel`."""
+    out = redact_ids(config)
+    if "kernel" in out:
+        out["kernel"] = public_kernel(out["kernel"])
+    return out
+
+
 def _read_config(file: Path, notes: list[str]) -> dict[str, Any]:
     data = yaml.safe_load(file.read_text())
     if not isinstance(data, dict):

@@ -31,7 +31,14 @@ from medcl.report.artefacts import (
     METRICS_FILE,
     PROBE_DIR,
 )
-from medcl.report.collect import MetricSummary, RunArtefacts, collect_runs, redact_ids
+from medcl.report.collect import (
+    MetricSummary,
+    RunArtefacts,
+    collect_runs,
+    public_config,
+    public_kernel,
+    redact_ids,
+)
 from medcl.report.projection import PROJECTIONS, Projection, project_2d
 
 REPORT_FILE = "report.html"
@@ -308,8 +315,11 @@ def _kernel_section(runs: Sequence[RunArtefacts]) -> str:
         if run.spectrum is not None:
             out += _spectrum_table(run.spectrum)
         if run.kernel_spec is not None:
-            text = json.dumps(redact_ids(run.kernel_spec), indent=2, default=str)
-            out += f'<p class="help">Fitted kernel (kernel.json):</p><pre>{_e(text)}</pre>'
+            text = json.dumps(public_kernel(redact_ids(run.kernel_spec)), indent=2, default=str)
+            out += (
+                '<p class="help">Fitted kernel (kernel.json; the imputation reference, a summary of '
+                f"the training cohort, stays in the run directory):</p><pre>{_e(text)}</pre>"
+            )
     return out
 
 
@@ -365,7 +375,7 @@ def _config_section(runs: Sequence[RunArtefacts]) -> str:
             out += _absent(f"No readable {CONFIG_FILE} in run {run.name}.")
             continue
         text = yaml.safe_dump(
-            redact_ids(run.config), sort_keys=False, default_flow_style=False, allow_unicode=True
+            public_config(run.config), sort_keys=False, default_flow_style=False, allow_unicode=True
         )
         out += f"<pre>{_e(text)}</pre>"
     return out

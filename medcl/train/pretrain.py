@@ -97,7 +97,7 @@ def prepare(config: PretrainConfig) -> PreparedRun:
         from medcl.kernels import PriorKernel
 
         kernel = PriorKernel.from_dict(kernel_dict)
-    elif names:
+    elif names and config.uses_attributes:  # no kernel (nor reference) for methods that ignore it
         values, missing, _ = cohort.attribute_matrix(names)
         kernel = cohort.prior_kernel(names, **prior_kernel_options(config))
         kernel = kernel.fit(values[train_idx], missing[train_idx])
@@ -339,10 +339,10 @@ def pretrain(config: PretrainConfig, out: str | Path) -> RunDir:
     Raises MedclInputError on bad config / cohort, :class:`medcl.train.module.NonFiniteLossError`
     when the loss diverges (the last good checkpoint stays in ``out/checkpoints``).
     """
-    import os
+    from medcl.train.launcher import launch_info
 
     run = RunDir(out)
-    if int(os.environ.get("LOCAL_RANK", "0")) == 0 and int(os.environ.get("NODE_RANK", "0")) == 0:
+    if launch_info().is_first:  # the other processes find the folder the first one created
         run.check_new()
     return _run(config, run, resuming=False)
 
