@@ -79,6 +79,7 @@ def main() -> None:
                         help="attributes of an informative arm, comma-separated (repeatable; default: the scores)")
     parser.add_argument("--arms", default=",".join(ARMS))
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--first-seed", type=int, default=0, help="seeds run: first-seed .. first-seed + seeds - 1")
     parser.add_argument("--epochs", type=int, default=12)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=3e-3)
@@ -116,7 +117,7 @@ def main() -> None:
     arms = [a for name in args.arms.split(",") for a in (informative if name == "informative" else [name])]
     rows: list[dict[str, Any]] = []
     t0 = time.perf_counter()
-    for seed in range(args.seeds):
+    for seed in range(args.first_seed, args.first_seed + args.seeds):
         for arm in arms:
             info: dict[str, Any] = {"arm": arm, "seed": seed}
             if arm == "random_init":
