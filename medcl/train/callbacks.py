@@ -1,5 +1,5 @@
 """Lightning plumbing for pretraining runs: atomic checkpoints, resumable RNG state, flattened
-metrics, the loss-curve plot and the online probe."""
+metrics, the loss-curve plot, the training-health check and the online probe."""
 
 from __future__ import annotations
 
@@ -148,6 +148,30 @@ class MetricsFile(L.Callback):
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._flush(trainer)
+
+
+class TrainingHealth(L.Callback):
+    """Feed each epoch's ``health/spread``, ``health/effective_rank`` and loss to a
+    :class:`medcl.train.health.HealthMonitor`, which warns when the run collapses."""
+
+    def __init__(self, method: str, collapse_loss: float | None):
+        from medcl.train.health import HealthMonitor
+
+        self.monitor = HealthMonitor(method, collapse_loss)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.is_global_zero:  # the summary and the warning come from the first process
+            return
+        metrics = trainer.callback_metrics
+
+        def value(key: str) -> float | None:
+            v = metrics.get(key)
+            return None if v is None else float(v)
+
+        spread, rank = value("health/spread"), value("health/effective_rank")
+        if spread is None or rank is None:
+            return
+        self.monitor.update(trainer.current_epoch, spread, rank, value("train/loss_epoch"))
 
 
 class OnlineProbe(L.Callback):
