@@ -245,7 +245,8 @@ def build_trainer(config: PretrainConfig, run: RunDir, callbacks: list, steps_pe
     from lightning.pytorch.callbacks import LearningRateMonitor, TQDMProgressBar
     from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
-    from medcl.train.callbacks import AtomicCheckpointIO
+    from medcl.cli.progress import is_terminal
+    from medcl.train.callbacks import AtomicCheckpointIO, PlainTextProgress
 
     _drop_engine_advertising()
     # One CSV log folder per session (a resume starts a new part); metrics.csv merges them.
@@ -253,8 +254,11 @@ def build_trainer(config: PretrainConfig, run: RunDir, callbacks: list, steps_pe
     loggers = [CSVLogger(save_dir=str(run.logs_dir), name="", version=f"part-{part:02d}",
                          flush_logs_every_n_steps=10),
                TensorBoardLogger(save_dir=str(run.path), name="tb", version="", default_hp_metric=False)]
-    if config.progress_bar:
+    bar = config.progress_bar and is_terminal()
+    if bar:
         callbacks = [*callbacks, TQDMProgressBar(refresh_rate=1)]
+    elif config.progress_bar:  # piped or logged output: a plain line per epoch (rate, ETA)
+        callbacks = [*callbacks, PlainTextProgress()]
     del LearningRateMonitor  # lr is logged by the module itself
     multi = config.num_nodes > 1 or (isinstance(config.devices, int) and config.devices > 1)
     strategy = config.strategy
@@ -271,7 +275,7 @@ def build_trainer(config: PretrainConfig, run: RunDir, callbacks: list, steps_pe
         logger=loggers,
         callbacks=callbacks,
         enable_checkpointing=False,  # checkpoints come from RunCheckpoints
-        enable_progress_bar=config.progress_bar,
+        enable_progress_bar=bar,
         enable_model_summary=False,
         log_every_n_steps=max(1, min(config.log_every_n_steps, steps_per_epoch)),
         use_distributed_sampler=False,  # the loader shards global batches itself
