@@ -120,6 +120,8 @@ def test_a_run_built_to_collapse_is_flagged_warned_and_shown(synthetic_2d_manife
     out = tmp_path / "run"
     with caplog.at_level(logging.WARNING, logger="medcl.pretrain"):
         assert cli(["pretrain", "--config", config, "--out", out]) == 0
+    printed = capsys.readouterr()
+    assert "training health: COLLAPSED" in printed.err
     warnings = [r.getMessage() for r in caplog.records if r.name == "medcl.pretrain"]
     assert any("simclr run collapsed at epoch 2" in w and "effective rank" in w for w in warnings)
 
@@ -134,7 +136,7 @@ def test_a_run_built_to_collapse_is_flagged_warned_and_shown(synthetic_2d_manife
     assert metrics["health/spread"].notna().sum() == 2
 
     # stdout is not a terminal under pytest: plain progress lines with rate and ETA, one per epoch
-    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("[")]
+    lines = [line for line in printed.out.splitlines() if line.startswith("[")]
     assert any("epoch 1/2" in line and "ETA" in line for line in lines)
     assert any("epoch 2/2" in line and "done" in line and "loss" in line for line in lines)
 
