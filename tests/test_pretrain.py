@@ -88,7 +88,7 @@ def test_every_method_trains_and_writes_the_run_dir(method: str, synthetic_3d_ma
     assert isinstance(health["collapsed"], bool) and isinstance(health["warnings"], list)
     # loss options fixed at the start are saved: per-method temperature, y-Aware's fitted sigma
     if method in ("simclr", "dcl", "y_aware", "supervised"):
-        assert resolved.loss.temperature == 0.1
+        assert resolved.loss.temperature == (0.5 if method == "supervised" else 0.1)
     if method == "y_aware":
         values, _, _ = Cohort.from_manifest(synthetic_3d_manifest).attribute_matrix(["age"])
         ages = values[(split["split"] == "train").to_numpy(), 0]

@@ -29,8 +29,11 @@ Method = Literal["kernel_du", "du", "simclr", "y_aware", "dcl", "align_uniform",
 METHODS: tuple[str, ...] = ("kernel_du", "du", "simclr", "y_aware", "dcl", "align_uniform", "supervised")
 DU_METHODS = ("kernel_du", "du")
 DEFAULT_INSTANCE_WEIGHT = 0.01
-DEFAULT_TEMPERATURE: dict[str, float] = {"simclr": 0.1, "dcl": 0.1, "y_aware": 0.1, "supervised": 0.1}
-"""``loss.temperature: null`` resolves to this per method (the InfoNCE-type losses)."""
+DEFAULT_TEMPERATURE: dict[str, float] = {"simclr": 0.1, "dcl": 0.1, "y_aware": 0.1, "supervised": 0.5}
+"""``loss.temperature: null`` resolves to this per method (the InfoNCE-type losses). SimCLR, DCL and
+y-Aware use their papers' 0.1. SupCon uses 0.5: on the demo cohort (seed 0, instance mix 0.5) it
+reached diagnosis AUC .702 against .584 at 0.1 (random init .586); at 0.1 the own view dominates the
+partition function, so the label term barely moves the embedding."""
 DEFAULT_SUPCON_INSTANCE_MIX = 0.5
 
 
