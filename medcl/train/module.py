@@ -17,6 +17,7 @@ from torch import nn
 from medcl.errors import MedclInputError
 from medcl.models.encoders import EncoderSpec, ProjectionHead, build_encoder
 from medcl.train.config import DEFAULT_TEMPERATURE, DU_METHODS, PretrainConfig
+from medcl.train.health import effective_rank, projection_spread
 
 
 class NonFiniteLossError(RuntimeError):
@@ -109,9 +110,7 @@ class PretrainModule(L.LightningModule):
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=n)
         self.log("train/lr", self.optimizers().param_groups[0]["lr"], on_step=True, on_epoch=False,
                  batch_size=n)
-        with torch.no_grad():
-            from medcl.train.health import effective_rank, projection_spread
-
+        with torch.no_grad():  # training health (medcl.train.health): per-epoch means
             self.log("health/spread", projection_spread(z), on_step=False, on_epoch=True, batch_size=n)
             self.log("health/effective_rank", effective_rank(z), on_step=False, on_epoch=True, batch_size=n)
         if self.config.method in DU_METHODS:
