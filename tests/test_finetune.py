@@ -64,3 +64,26 @@ def test_finetune_needs_a_test_split(run_dir, synthetic_3d_manifest, tmp_path, c
     args = ["finetune", str(run_dir), "--manifest", str(cohort_dir / "manifest.yaml"), "--label", "nope"]
     assert main(args) == 2
     assert "no label 'nope'" in capsys.readouterr().err
+
+
+def test_finetune_refuses_a_test_subject_from_the_pretraining_split(run_dir, synthetic_3d_manifest, tmp_path,
+                                                                   capsys):
+    import pandas as pd
+
+    from medcl.data.cohort import Cohort
+
+    leaky = tmp_path / "leaky_run"
+    shutil.copytree(run_dir, leaky)
+    split = pd.read_csv(leaky / "split.csv", dtype=str)
+    cohort = Cohort.from_manifest(synthetic_3d_manifest)
+    test_ids = [str(i) for i, s in zip(cohort.subject_ids, cohort.split(), strict=True) if s == "test"]
+    assert test_ids
+    split.loc[split["subject_id"] == test_ids[0], "split"] = "train"  # pretrained on a finetune test subject
+    split.to_csv(leaky / "split.csv", index=False)
+    args = ["finetune", str(leaky), "--manifest", str(synthetic_3d_manifest), "--label", "diagnosis",
+            "--epochs", "1"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "1 test subject(s)" in err and test_ids[0] in err and "pretraining split" in err
+    assert "Traceback" not in err
+    assert not (leaky / "finetune").exists()  # nothing half-written

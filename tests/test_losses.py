@@ -486,3 +486,58 @@ def test_kernel_du_module_errors():
         module(torch.randn(3, 2, 4), torch.randn(4, 1))
     with pytest.raises(MedclInputError, match="kernel: expected a fitted"):
         KernelDecoupledUniformityLoss("rbf")
+
+
+# ---------------------------------------------------------------- SupCon instance mix, y-Aware sigma
+
+
+@pytest.mark.parametrize("mix", [0.0, 0.3, 1.0])
+def test_supcon_instance_mix_is_the_weighted_sum_of_supcon_and_nt_xent(mix):
+    z = _z(5, 2)
+    labels = torch.tensor([0, 1, 0, 1, 1])
+    expected = (1 - mix) * ref_supcon(z, labels.tolist(), 0.5) + mix * ref_nt_xent(z, 0.5)
+    got = supcon(z, labels, temperature=0.5, instance_mix=mix).detach()
+    assert float(got) == pytest.approx(float(expected), rel=1e-10)
+    module = build_loss("supervised", temperature=0.5, instance_mix=mix)
+    assert float(module(z, labels=labels).detach()) == pytest.approx(float(expected), rel=1e-10)
+
+
+def test_supcon_without_instance_mix_is_flat_when_labels_are_invisible():
+    """The collapse found on the demo: with the label independent of the embedding, plain SupCon
+    cannot beat the collapsed value log(nV - 1); the instance mix rewards spread-out embeddings."""
+    # 16 subjects, both views equal, cosine c = 0.65 between any two subjects (label-blind)
+    c = 0.65
+    eye = torch.eye(17, dtype=torch.float64)
+    z = (math.sqrt(c) * eye[0] + math.sqrt(1 - c) * eye[1:])[:, None, :].repeat(1, 2, 1)
+    labels = torch.tensor([0, 1] * 8)
+    collapsed = torch.ones(16, 2, 17, dtype=torch.float64)
+    floor = math.log(16 * 2 - 1)
+    assert float(supcon(collapsed, labels, temperature=0.1)) == pytest.approx(floor)
+    # hand-computed: LSE = log(e^10 + 30 e^6.5); SupCon's positives: the own view (10) + 14 at 6.5
+    lse = math.log(math.exp(10) + 30 * math.exp(6.5))
+    plain = lse - (10 + 14 * 6.5) / 15
+    assert float(supcon(z, labels, temperature=0.1)) == pytest.approx(plain)
+    assert plain > floor - 0.05  # no better than the collapse: nothing keeps the scans apart ...
+    mixed = 0.5 * plain + 0.5 * (lse - 10)
+    assert float(supcon(z, labels, temperature=0.1, instance_mix=0.5)) == pytest.approx(mixed)
+    assert mixed < floor - 1.0  # ... the instance term makes the spread-out embedding far better
+
+
+@pytest.mark.parametrize("mix", [-0.1, 1.5, "a lot"])
+def test_supcon_instance_mix_outside_0_1_is_refused(mix):
+    with pytest.raises(MedclInputError, match="instance_mix"):
+        supcon(_z(4, 2), torch.tensor([0, 1, 0, 1]), instance_mix=mix)
+
+
+def test_y_aware_sigma_rule_on_values():
+    from medcl.losses.y_aware import y_aware_sigma
+
+    ages = [20.0, 30.0, 40.0, 50.0, float("nan")]  # std (ddof=1) of 20..50 = sqrt(500/3)
+    assert y_aware_sigma(ages) == pytest.approx(0.25 * math.sqrt(500 / 3))
+    assert y_aware_sigma(ages, scale=1.0) == pytest.approx(math.sqrt(500 / 3))
+    # the paper's setting: 5 years on a cohort aged 32 +- 19 years is about this rule
+    assert 5.0 / 19.0 == pytest.approx(0.25, abs=0.02)
+    with pytest.raises(MedclInputError, match="constant"):
+        y_aware_sigma([61.0, 61.0, 61.0])
+    with pytest.raises(MedclInputError, match="at least 2"):
+        y_aware_sigma([61.0, float("nan")])

@@ -80,6 +80,19 @@ def test_every_method_trains_and_writes_the_run_dir(method: str, synthetic_3d_ma
     written = [p for p in out.rglob("*") if p.is_file() and p.suffix in (".json", ".yaml", ".csv")
                and p.name != "split.csv"]
     assert written and not [(p.name, i) for p in written for i in ids if i in p.read_text()]
+    # training health: per-epoch columns and the summary entry other code relies on
+    assert metrics["health/spread"].notna().sum() == 2 and metrics["health/effective_rank"].notna().sum() == 2
+    health = summary["health"]
+    assert set(health) == {"collapsed", "reason", "spread", "effective_rank", "warnings"}
+    assert health["spread"] == pytest.approx(metrics["health/spread"].dropna().iloc[-1], rel=1e-5)
+    assert isinstance(health["collapsed"], bool) and isinstance(health["warnings"], list)
+    # loss options fixed at the start are saved: per-method temperature, y-Aware's fitted sigma
+    if method in ("simclr", "dcl", "y_aware", "supervised"):
+        assert resolved.loss.temperature == (0.5 if method == "supervised" else 0.1)
+    if method == "y_aware":
+        values, _, _ = Cohort.from_manifest(synthetic_3d_manifest).attribute_matrix(["age"])
+        ages = values[(split["split"] == "train").to_numpy(), 0]
+        assert resolved.loss.sigma == pytest.approx(0.25 * np.nanstd(ages, ddof=1), rel=1e-5)
     # a kernel (and its training reference) only for the methods that use the attributes
     assert run.kernel_path.is_file() == (method in ("kernel_du", "y_aware")) == (resolved.kernel is not None)
 

@@ -217,3 +217,66 @@ def test_cli_probe_bad_inputs_exit_2(run_dir, synthetic_3d_manifest, tmp_path, c
     assert main(["probe", str(run_dir), "--manifest", constant, "--label", "diagnosis"]) == 2
     err = capsys.readouterr().err
     assert "diagnosis" in err and "one class" in err and "Traceback" not in err
+
+
+# -- which subjects a probe scores ---------------------------------------------------------------
+
+
+def _spy_encoded_indices(monkeypatch) -> list:
+    """Record the cohort rows ``probe_run`` encodes (the only subjects it can score)."""
+    import medcl.train.features as features
+
+    calls: list = []
+    real = features.encode_cohort
+
+    def spy(encoder, cohort, indices=None, **kwargs):
+        calls.append(np.asarray(indices))
+        return real(encoder, cohort, indices, **kwargs)
+
+    monkeypatch.setattr(features, "encode_cohort", spy)
+    return calls
+
+
+def test_probe_never_scores_a_pretraining_subject_unless_asked(run_dir, synthetic_3d_manifest, monkeypatch):
+    import pandas as pd
+
+    from medcl.data.cohort import Cohort
+
+    cohort = Cohort.from_manifest(synthetic_3d_manifest)
+    ids = np.asarray(cohort.subject_ids, dtype=str)
+    split = pd.read_csv(run_dir / "split.csv", dtype=str)
+    pretrained = set(split.loc[split["split"] == "train", "subject_id"])
+    assert pretrained and pretrained < set(ids)
+    labelled = np.isfinite(cohort.label("age"))
+
+    calls = _spy_encoded_indices(monkeypatch)
+    result = probe_run(run_dir, synthetic_3d_manifest, "age", n_folds=2, progress=False, write=False, **FAST)
+    scored = set(ids[calls[-1]])
+    assert scored.isdisjoint(pretrained)
+    assert scored == {i for i, ok in zip(ids, labelled, strict=True) if ok and i not in pretrained}
+    assert result.n_subjects == len(scored) and result.info["subjects"] == "outside"
+    assert any("pretraining split were left out" in n for n in result.notes)
+
+    everyone = probe_run(run_dir, synthetic_3d_manifest, "age", n_folds=2, progress=False, write=False,
+                         subjects="all", **FAST)
+    assert set(ids[calls[-1]]) >= pretrained and everyone.n_subjects == int(labelled.sum())
+    assert any("pretrained this encoder" in n for n in everyone.notes)
+
+
+def test_cli_probe_subjects_all_warns_and_a_missing_split_is_refused(run_dir, synthetic_3d_manifest, tmp_path,
+                                                                     capsys):
+    import shutil
+
+    from medcl.cli import main
+
+    args = ["--manifest", str(synthetic_3d_manifest), "--label", "age", "--folds", "2"]
+    assert main(["probe", str(run_dir), *args, "--subjects", "all"]) == 0
+    assert "warning: --subjects all" in capsys.readouterr().err
+    assert main(["probe", str(run_dir), *args, "--subjects", "some"]) == 2
+    assert "--subjects 'some'" in capsys.readouterr().err
+    bare = tmp_path / "run_without_split"
+    shutil.copytree(run_dir, bare)
+    (bare / "split.csv").unlink()
+    assert main(["probe", str(bare), *args]) == 2
+    err = capsys.readouterr().err
+    assert "split.csv missing" in err and "--subjects all" in err and "Traceback" not in err

@@ -26,8 +26,7 @@ def demo_command(
 
     Example: `medcl demo --out demo_run` (about 10 minutes on 2 CPU cores), `medcl demo --quick`
     """
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
+    from medcl.cli.progress import progress_callback
     from medcl.demo import DemoSettings, run_demo
     from medcl.errors import MedclInputError
 
@@ -41,14 +40,7 @@ def demo_command(
         overrides["methods"] = [m.strip() for m in methods.split(",") if m.strip()]
     settings = DemoSettings.preset("quick" if quick else "full" if full else "default", **overrides)
 
-    columns = (TextColumn("[bold]{task.description:<34}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-               TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
-    with Progress(*columns, transient=False) as bar:
-        task = bar.add_task("starting", total=1)
-
-        def on_progress(description: str, done: int, total: int) -> None:
-            bar.update(task, description=description, completed=done, total=total)
-
+    with progress_callback() as on_progress:  # a live bar on a terminal, a line per run otherwise
         result = run_demo(out, settings, on_progress=on_progress)
     typer.echo("\n" + result.table())
     typer.echo(

@@ -52,8 +52,16 @@ def probe_command(
     seed: int | None = typer.Option(None, "--seed", help="folds / subsampling seed (default: manifest's)"),
     batch_size: int = typer.Option(16, "--batch-size", min=1, help="encoding batch size"),
     device: str | None = typer.Option(None, "--device", help="cpu, cuda, cuda:1 ... (default: GPU if any)"),
+    subjects: str = typer.Option(
+        "outside", "--subjects",
+        help="outside: only subjects outside the run's pretraining split (RUN_DIR/split.csv); all: every subject",
+    ),
 ) -> None:
     """Probe a pretrained encoder on a label: linear (and kNN) models, patient-level cross-validation.
+
+    By default only the subjects outside the run's pretraining split are scored (read from
+    RUN_DIR/split.csv): an encoder is never graded on the images (or, for a supervised run, the
+    labels) it was trained on. `--subjects all` scores every subject, with a warning.
 
     Every subject is encoded once without augmentation; then a scaled logistic regression (class
     labels) or ridge regression (continuous labels), its strength chosen by inner CV, is scored on
@@ -61,8 +69,14 @@ def probe_command(
 
     Example: `medcl probe runs/s3d -m data/s3d/manifest.yaml --label diagnosis --train-sizes 10,20,all --knn`
     """
+    from medcl.errors import MedclInputError
     from medcl.train.probe import probe_run
 
+    if subjects not in ("outside", "all"):
+        raise MedclInputError(f"--subjects {subjects!r}: choose outside or all")
+    if subjects == "all":
+        typer.echo("warning: --subjects all: subjects the encoder was pretrained on are scored too; "
+                   "the results are optimistic (a supervised run has seen their labels)", err=True)
     result = probe_run(
         run_dir,
         manifest,
@@ -74,6 +88,7 @@ def probe_command(
         seed=seed,
         batch_size=batch_size,
         device=device,
+        subjects=subjects,
     )
     which = "random-init encoder" if random_init else "pretrained encoder"
     typer.echo(
@@ -102,6 +117,7 @@ def finetune_command(
 
     Uses the manifest's patient-level train / val / test split, stops early on the validation
     loss and scores the best checkpoint on the test split. Writes RUN_DIR/finetune/LABEL.json.
+    Refuses (exit 2) when a test subject was in the run's pretraining split (RUN_DIR/split.csv).
 
     Example: `medcl finetune runs/s3d --manifest data/s3d/manifest.yaml --label diagnosis --epochs 10`
     """

@@ -70,6 +70,13 @@ def pretrain_command(
         f"  metrics:    {run.metrics_path}  (TensorBoard: tensorboard --logdir {run.tb_dir})\n"
         f"  loss curve: {run.loss_plot}"
     )
+    health = s.get("health") or {}
+    if health.get("collapsed"):
+        typer.secho(f"training health: COLLAPSED: {health.get('reason')}; see the warning above", fg="red",
+                    err=True)
+    elif health:
+        typer.echo(f"training health: ok (spread {health.get('spread')}, "
+                   f"effective rank {health.get('effective_rank')})")
 
 
 @prior_app.command("vae")

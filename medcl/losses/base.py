@@ -47,5 +47,14 @@ class LossModule(nn.Module):
         options = {name: getattr(self, name) for name in self.hyper_parameters}
         return type(self).loss_function(z, **options, gather=self.gather)
 
+    def collapse_value(self, n: int, views: int) -> float:
+        """The loss of a batch of n subjects x ``views`` views whose embeddings all coincide.
+
+        A training loss stuck there means the run collapsed (:mod:`medcl.train.health`). This
+        default is the uniformity losses' value, ``log mean exp(-t * 0) = 0``; InfoNCE-type losses
+        override it (``log(nV - 1)``: every logit equal).
+        """
+        return 0.0
+
     def extra_repr(self) -> str:
         return ", ".join(f"{name}={getattr(self, name)}" for name in (*self.hyper_parameters, "gather"))

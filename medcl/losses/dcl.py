@@ -7,6 +7,8 @@ over the temperature, P(a) the V-1 other views of subject i; the loss is the mea
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from medcl.losses._checks import check_positive, check_views, full_precision
@@ -39,3 +41,7 @@ class DecoupledContrastiveLoss(LossModule):
 
     def __init__(self, temperature: float = 0.1, gather: bool = False):
         super().__init__(gather, temperature=temperature)
+
+    def collapse_value(self, n: int, views: int) -> float:
+        """``log(nV - V)``: all logits equal over the other subjects' views."""
+        return math.log(n * views - views)

@@ -68,3 +68,7 @@ class InfoNCELoss(LossModule):
 
     def __init__(self, temperature: float = 0.1, gather: bool = False):
         super().__init__(gather, temperature=temperature)
+
+    def collapse_value(self, n: int, views: int) -> float:
+        """``log(nV - 1)``: all logits equal, the positive is one of nV - 1 equal candidates."""
+        return math.log(n * views - 1)

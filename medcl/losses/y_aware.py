@@ -7,10 +7,22 @@ candidates (the public implementations normalise along the other axis). The loss
 ``mean_a sum_b w_ab (-s_ab + log sum_{c != a} exp(s_ac))``. When y is missing for the anchor or
 the candidate, k is 1 for views of the same subject and 0 otherwise (NT-Xent rows). With
 sigma -> 0 and distinct y the weights select the subject's own views: NT-Xent.
+
+Choosing sigma. The paper uses a fixed sigma in the attribute's units: 5 years for age
+(``sigma = 5``, temperature 0.1, in the official code's config), on a pretraining cohort aged
+32 +- 19 years, i.e. sigma about a quarter of the attribute's standard deviation. medcl's rule
+for any continuous attribute (:func:`y_aware_sigma`): ``sigma = 0.25 x`` the attribute's
+standard deviation over the training split (``loss.y_aware_sigma_scale``), unless ``loss.sigma``
+gives it; the value used is saved in the run's resolved config. A wide sigma (such as the
+median-heuristic bandwidth, about 15 years for age) makes the weights nearly uniform over the
+batch, and the loss's optimum is then the collapsed embedding.
 """
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
 import torch
 
 from medcl.errors import MedclInputError
@@ -18,6 +30,26 @@ from medcl.losses._checks import check_per_subject, check_positive, check_views,
 from medcl.losses.base import LossModule
 from medcl.losses.distributed import all_gather_with_grad, gather_optional
 from medcl.losses.infonce import soft_target_infonce, view_similarities
+
+SIGMA_SCALE = 0.25
+"""Default sigma / std(attribute on the training split); the paper's 5 years / 19 years."""
+
+
+def y_aware_sigma(values: np.ndarray, scale: float = SIGMA_SCALE) -> float:
+    """The y-Aware bandwidth for an attribute: ``scale x`` its standard deviation (NaN ignored).
+
+    ``values`` are the attribute over the training split (1-D, in the attribute's units).
+    Raises MedclInputError when fewer than two values are present or they are all equal.
+    """
+    x = np.asarray(values, dtype=np.float64).ravel()
+    x = x[np.isfinite(x)]
+    scale = check_positive(scale, "y_aware_sigma_scale")
+    if x.size < 2:
+        raise MedclInputError(f"y_aware sigma: need at least 2 known values of the attribute, got {x.size}")
+    std = float(x.std(ddof=1))
+    if not std > 0:
+        raise MedclInputError("y_aware sigma: the attribute is constant on the training split; set loss.sigma")
+    return scale * std
 
 
 def y_aware_weights(y: torch.Tensor, missing: torch.Tensor | None, views: int, sigma: float) -> torch.Tensor:
@@ -72,6 +104,10 @@ class YAwareInfoNCELoss(LossModule):
 
     def __init__(self, sigma: float, temperature: float = 0.1, gather: bool = False):
         super().__init__(gather, sigma=sigma, temperature=temperature)
+
+    def collapse_value(self, n: int, views: int) -> float:
+        """``log(nV - 1)``: all logits equal (whatever the positives' weights)."""
+        return math.log(n * views - 1)
 
     def forward(
         self,

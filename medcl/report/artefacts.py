@@ -12,6 +12,8 @@ Files (all optional; the report shows what is present):
   :func:`write_kernel_batch`.
 - ``kernel.json``: the fitted prior kernel (``PriorKernel.to_dict()``).
 - ``attributes.json``: attribute diagnostics, a list of ``{"attribute", "cka", "p_value"}``.
+- ``summary.json``: the run's summary; the report reads its ``health`` entry (collapse check,
+  :mod:`medcl.train.health`).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ KERNEL_BATCH_FILE = "kernel_batch.npy"
 KERNEL_FILE = "kernel.json"
 SPECTRUM_FILE = "spectrum.json"
 ATTRIBUTES_FILE = "attributes.json"
+SUMMARY_FILE = "summary.json"
 
 FEATURES_KEY = "features"
 

@@ -52,6 +52,7 @@ from medcl.report.artefacts import (
     METRICS_FILE,
     PROBE_DIR,
     SPECTRUM_FILE,
+    SUMMARY_FILE,
     is_id_name,
 )
 
@@ -115,7 +116,13 @@ class RunArtefacts:
     kernel_spec: dict[str, Any] | None = None
     spectrum: dict[str, Any] | None = None
     attributes: list[dict[str, Any]] | None = None
+    health: dict[str, Any] | None = None
     notes: list[str] = field(default_factory=list)
+
+    @property
+    def collapsed(self) -> bool:
+        """True when the run's training-health check flagged a collapse (summary.json)."""
+        return bool(self.health and self.health.get("collapsed"))
 
     @property
     def method(self) -> str | None:
@@ -139,6 +146,7 @@ class RunArtefacts:
                 self.kernel_spec is not None,
                 self.spectrum is not None,
                 self.attributes is not None,
+                self.health is not None,
             )
         )
 
@@ -161,6 +169,7 @@ def collect_run(run_dir: str | os.PathLike, name: str | None = None) -> RunArtef
         (KERNEL_FILE, _read_json_dict, "kernel_spec"),
         (SPECTRUM_FILE, _read_json_dict, "spectrum"),
         (ATTRIBUTES_FILE, _read_attributes, "attributes"),
+        (SUMMARY_FILE, _read_health, "health"),
     )
     for filename, reader, attr in readers:
         file = path / filename
@@ -375,6 +384,16 @@ def _read_json_dict(file: Path, notes: list[str]) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ValueError(f"expected a JSON object, got {type(data).__name__}")
     return data
+
+
+def _read_health(file: Path, notes: list[str]) -> dict[str, Any] | None:
+    """The ``health`` entry of summary.json (None for runs written before the health check)."""
+    data = json.loads(file.read_text())
+    health = data.get("health") if isinstance(data, dict) else None
+    if health is not None and not isinstance(health, dict):
+        notes.append(f"{file.name}: 'health' is not a mapping; ignored")
+        return None
+    return health
 
 
 def _read_attributes(file: Path, notes: list[str]) -> list[dict[str, Any]]:

@@ -64,6 +64,7 @@ th, td { border:1px solid var(--line); padding:4px 9px; text-align:left; vertica
 th { background:var(--soft); font-weight:600; }
 td.num { text-align:right; font-variant-numeric: tabular-nums; white-space:nowrap; }
 td.best { font-weight:700; }
+td.collapsed, span.collapsed { color:#a4262c; font-weight:700; }
 figure { margin:8px 0 14px; }
 figure img { max-width:100%; height:auto; border:1px solid var(--line); border-radius:4px; }
 figcaption { color:var(--muted); font-size:12px; }
@@ -151,8 +152,14 @@ def _runs_section(runs: Sequence[RunArtefacts]) -> str:
             )
             if present
         ]
-        rows.append([_e(run.name), _e(run.method or "—"), _e(", ".join(found))])
-    out = _table(["run", "method", "artefacts found"], rows)
+        rows.append([_e(run.name), _e(run.method or "—"), _health_cell(run), _e(", ".join(found))])
+    out = _table(["run", "method", "training health", "artefacts found"], rows)
+    out += ('<p class="help">Training health (summary.json): spread of the normalised projections '
+            "(about 1 when spread over the sphere, 0 when all coincide) and effective rank of the batch "
+            "embeddings at the last epoch; a collapsed run learned nothing useful.</p>")
+    for run in runs:
+        for warning in (run.health or {}).get("warnings") or []:
+            out += f'<p class="absent">Warning ({_e(run.name)}): {_e(str(warning))}</p>'
     for run in runs:
         if run.notes:
             items = "".join(f"<li>{_e(n)}</li>" for n in run.notes)
@@ -175,7 +182,8 @@ def _comparison_section(runs: Sequence[RunArtefacts]) -> str:
             best[key] = min(means) if _lower_is_better(key[1]) else max(means)
     rows = []
     for run in runs:
-        cells = [_e(run.name), _e(run.method or "—")]
+        method = _e(run.method or "—") + (' <span class="collapsed">(collapsed)</span>' if run.collapsed else "")
+        cells = [_e(run.name), method]
         for key in keys:
             summary = values[run.name].get(key)
             if summary is None:
@@ -190,6 +198,16 @@ def _comparison_section(runs: Sequence[RunArtefacts]) -> str:
         "the best run per column in bold.</p>"
     )
     return note + _table(header, rows)
+
+
+def _health_cell(run: RunArtefacts) -> _Cell | str:
+    health = run.health
+    if not health:
+        return _e("—")
+    numbers = f"spread {_fmt(health.get('spread'))}, effective rank {_fmt(health.get('effective_rank'))}"
+    if health.get("collapsed"):
+        return _Cell(_e(f"collapsed: {health.get('reason') or ''} ({numbers})"), "collapsed")
+    return _e(f"healthy ({numbers})")
 
 
 def _training_section(runs: Sequence[RunArtefacts]) -> str:

@@ -1,5 +1,5 @@
 """Lightning plumbing for pretraining runs: atomic checkpoints, resumable RNG state, flattened
-metrics, the loss-curve plot and the online probe."""
+metrics, the loss-curve plot, the training-health check and the online probe."""
 
 from __future__ import annotations
 
@@ -148,6 +148,70 @@ class MetricsFile(L.Callback):
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._flush(trainer)
+
+
+class TrainingHealth(L.Callback):
+    """Feed each epoch's ``health/spread``, ``health/effective_rank`` and loss to a
+    :class:`medcl.train.health.HealthMonitor`, which warns when the run collapses."""
+
+    def __init__(self, method: str, collapse_loss: float | None):
+        from medcl.train.health import HealthMonitor
+
+        self.monitor = HealthMonitor(method, collapse_loss)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.is_global_zero:  # the summary and the warning come from the first process
+            return
+        metrics = trainer.callback_metrics
+
+        def value(key: str) -> float | None:
+            v = metrics.get(key)
+            return None if v is None else float(v)
+
+        spread, rank = value("health/spread"), value("health/effective_rank")
+        if spread is None or rank is None:
+            return
+        self.monitor.update(trainer.current_epoch, spread, rank, value("train/loss_epoch"))
+
+
+class PlainTextProgress(L.Callback):
+    """Training progress as plain lines (stdout not a terminal): one per epoch with the loss, the
+    rate and the ETA, and one at most every ``every_s`` seconds inside long epochs."""
+
+    def __init__(self, every_s: float = 30.0, stream: Any = None):
+        from medcl.cli.progress import ProgressLines
+
+        self.every_s = every_s
+        self.lines = ProgressLines(stream=stream, unit="step")
+        self._last = 0.0
+        self._start_step = 0
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.lines.start = self.lines.clock()  # a resumed run: rate and ETA from this session's steps
+        self._start_step = trainer.global_step
+        self._last = self.lines.clock()
+
+    def _total(self, trainer: L.Trainer) -> int | None:
+        steps = trainer.num_training_batches
+        if not isinstance(steps, int) or trainer.max_epochs is None or trainer.max_epochs < 0:
+            return None
+        return steps * trainer.max_epochs - self._start_step
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
+        if not trainer.is_global_zero or self.lines.clock() - self._last < self.every_s:
+            return
+        self._last = self.lines.clock()
+        self.lines.update(trainer.global_step - self._start_step, f"epoch {trainer.current_epoch + 1}",
+                          self._total(trainer))
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.is_global_zero:
+            return
+        self._last = self.lines.clock()
+        loss = trainer.callback_metrics.get("train/loss_epoch")
+        extra = "" if loss is None else f"loss {float(loss):.4f}"
+        self.lines.update(trainer.global_step - self._start_step,
+                          f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}", self._total(trainer), extra)
 
 
 class OnlineProbe(L.Callback):

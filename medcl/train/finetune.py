@@ -158,6 +158,30 @@ def _metrics(kind: str, out: np.ndarray, y: np.ndarray, n_classes: int, mean: fl
     return classification_metrics(y, softmax(out, axis=1), kind)
 
 
+def check_split_agrees(run_dir: Path, cohort: Any, test_idx: np.ndarray) -> str | None:
+    """Refuse test subjects the encoder was pretrained on (the run's split.csv); a note if unknown.
+
+    Raises MedclInputError naming how many and the first few ids.
+    """
+    from medcl.train.run_dir import RunDir
+
+    run = RunDir(run_dir)
+    try:
+        pretrained = run.pretraining_subject_ids()
+    except MedclInputError as err:
+        return f"could not check the split against the run's: {err}"
+    ids = [str(cohort.subject_ids[i]) for i in test_idx]
+    leaked = [i for i in ids if i in pretrained]
+    if leaked:
+        shown = ", ".join(leaked[:5]) + (", ..." if len(leaked) > 5 else "")
+        raise MedclInputError(
+            f"{len(leaked)} test subject(s) of the manifest's split were in the run's pretraining split "
+            f"({run.split_path}): {shown}. Their test scores would be optimistic. Use the split the run was "
+            "pretrained with (same manifest split settings) or a cohort the encoder has not seen."
+        )
+    return None
+
+
 def finetune_run(
     run_dir: str | Path,
     manifest: str | Path,
@@ -193,7 +217,8 @@ def finetune_run(
         ``val`` metrics (NaN as None), notes and the written ``path``.
 
     Raises:
-        MedclInputError: no trained encoder, unknown label, an empty train / val / test split.
+        MedclInputError: no trained encoder, unknown label, an empty train / val / test split,
+            a test subject that was in the run's pretraining split.
     """
     import lightning.pytorch as pl
     import torch
@@ -221,7 +246,7 @@ def finetune_run(
             f"manifest {manifest}: no labelled subject in the {'/'.join(empty)} split(s) for {label!r}; "
             "fine-tuning needs train, val and test (set split.val_folds / split.test_folds or a split column)"
         )
-    notes = []
+    notes = [] if (note := check_split_agrees(run_dir, cohort, parts["test"])) is None else [note]
     n_missing = int((~labelled).sum())
     if n_missing:
         notes.append(f"{n_missing} subject(s) without a value for {label!r} were left out")

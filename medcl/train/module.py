@@ -14,8 +14,10 @@ import lightning as L
 import torch
 from torch import nn
 
+from medcl.errors import MedclInputError
 from medcl.models.encoders import EncoderSpec, ProjectionHead, build_encoder
-from medcl.train.config import DU_METHODS, PretrainConfig
+from medcl.train.config import DEFAULT_TEMPERATURE, DU_METHODS, PretrainConfig
+from medcl.train.health import effective_rank, projection_spread
 
 
 class NonFiniteLossError(RuntimeError):
@@ -32,14 +34,17 @@ def loss_options(config: PretrainConfig, kernel: Any | None) -> dict[str, Any]:
         return {"kernel": kernel, "t": opts.t, "lam": resolve_lam(opts.lam, config.batch_size)}
     if method == "du":
         return {"t": opts.t}
-    if method == "y_aware":
-        sigma = opts.sigma
-        if sigma is None and kernel is not None:
-            sigma = kernel.bandwidths[kernel.terms[0].name]
-        return {"temperature": opts.temperature, "sigma": sigma}
     if method == "align_uniform":
         return {"t": opts.t}
-    return {"temperature": opts.temperature}
+    temperature = opts.temperature if opts.temperature is not None else DEFAULT_TEMPERATURE[method]
+    if method == "y_aware":
+        if opts.sigma is None:
+            raise MedclInputError("loss.sigma: y_aware needs the resolved config (medcl.train.pretrain.prepare "
+                                  "fits sigma on the training split)")
+        return {"temperature": temperature, "sigma": opts.sigma}
+    if method == "supervised":
+        return {"temperature": temperature, "instance_mix": opts.supcon_instance_mix}
+    return {"temperature": temperature}
 
 
 class PretrainModule(L.LightningModule):
@@ -105,6 +110,9 @@ class PretrainModule(L.LightningModule):
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=n)
         self.log("train/lr", self.optimizers().param_groups[0]["lr"], on_step=True, on_epoch=False,
                  batch_size=n)
+        with torch.no_grad():  # training health (medcl.train.health): per-epoch means
+            self.log("health/spread", projection_spread(z), on_step=False, on_epoch=True, batch_size=n)
+            self.log("health/effective_rank", effective_rank(z), on_step=False, on_epoch=True, batch_size=n)
         if self.config.method in DU_METHODS:
             with torch.no_grad():
                 centroid = nn.functional.normalize(z.detach().float(), dim=-1).mean(dim=1)

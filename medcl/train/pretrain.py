@@ -106,7 +106,8 @@ def prepare(config: PretrainConfig) -> PreparedRun:
     from medcl.kernel_spectrum import resolve_lam
 
     encoder = config.encoder.resolved(manifest.image.spatial_dims, manifest.image.channels)
-    loss = config.loss.model_copy(update={"lam": resolve_lam(config.loss.lam, config.batch_size)})
+    loss = config.loss.model_copy(update={"lam": resolve_lam(config.loss.lam, config.batch_size),
+                                          **resolve_loss_options(config, cohort, names, train_idx)})
     resolved = config.model_copy(update={"encoder": encoder, "attributes": names, "kernel": kernel_dict,
                                          "loss": loss})
     resolved = parse_config(resolved.model_dump(mode="json"), source="resolved config")
@@ -115,6 +116,31 @@ def prepare(config: PretrainConfig) -> PreparedRun:
             f"batch_size {config.batch_size} is larger than the training split ({len(train_idx)} subjects)"
         )
     return PreparedRun(resolved, cohort, split, train_idx, kernel)
+
+
+def resolve_loss_options(config: PretrainConfig, cohort: Any, names: list[str],
+                         train_idx: np.ndarray) -> dict[str, Any]:
+    """Loss options fixed at the start of a run and saved in its resolved config.
+
+    ``temperature: null`` becomes the method's default (:data:`DEFAULT_TEMPERATURE`); y_aware's
+    ``sigma: null`` becomes ``y_aware_sigma_scale x`` the std of its attribute on the training
+    split (:func:`medcl.losses.y_aware.y_aware_sigma`).
+    """
+    from medcl.train.config import DEFAULT_TEMPERATURE
+
+    out: dict[str, Any] = {}
+    if config.loss.temperature is None and config.method in DEFAULT_TEMPERATURE:
+        out["temperature"] = DEFAULT_TEMPERATURE[config.method]
+    if config.method == "y_aware" and config.loss.sigma is None:
+        from medcl.losses.y_aware import y_aware_sigma
+
+        values, missing, _ = cohort.attribute_matrix(names[:1])
+        known = values[train_idx, 0][~missing[train_idx, 0]]
+        try:
+            out["sigma"] = y_aware_sigma(known, config.loss.y_aware_sigma_scale)
+        except MedclInputError as err:
+            raise MedclInputError(f"attribute {names[0]!r}: {err}") from None
+    return out
 
 
 def prior_kernel_options(config: PretrainConfig) -> dict[str, Any]:
@@ -219,7 +245,8 @@ def build_trainer(config: PretrainConfig, run: RunDir, callbacks: list, steps_pe
     from lightning.pytorch.callbacks import LearningRateMonitor, TQDMProgressBar
     from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
-    from medcl.train.callbacks import AtomicCheckpointIO
+    from medcl.cli.progress import is_terminal
+    from medcl.train.callbacks import AtomicCheckpointIO, PlainTextProgress
 
     _drop_engine_advertising()
     # One CSV log folder per session (a resume starts a new part); metrics.csv merges them.
@@ -227,8 +254,11 @@ def build_trainer(config: PretrainConfig, run: RunDir, callbacks: list, steps_pe
     loggers = [CSVLogger(save_dir=str(run.logs_dir), name="", version=f"part-{part:02d}",
                          flush_logs_every_n_steps=10),
                TensorBoardLogger(save_dir=str(run.path), name="tb", version="", default_hp_metric=False)]
-    if config.progress_bar:
+    bar = config.progress_bar and is_terminal()
+    if bar:
         callbacks = [*callbacks, TQDMProgressBar(refresh_rate=1)]
+    elif config.progress_bar:  # piped or logged output: a plain line per epoch (rate, ETA)
+        callbacks = [*callbacks, PlainTextProgress()]
     del LearningRateMonitor  # lr is logged by the module itself
     multi = config.num_nodes > 1 or (isinstance(config.devices, int) and config.devices > 1)
     strategy = config.strategy
@@ -245,7 +275,7 @@ def build_trainer(config: PretrainConfig, run: RunDir, callbacks: list, steps_pe
         logger=loggers,
         callbacks=callbacks,
         enable_checkpointing=False,  # checkpoints come from RunCheckpoints
-        enable_progress_bar=config.progress_bar,
+        enable_progress_bar=bar,
         enable_model_summary=False,
         log_every_n_steps=max(1, min(config.log_every_n_steps, steps_per_epoch)),
         use_distributed_sampler=False,  # the loader shards global batches itself
@@ -261,15 +291,23 @@ def _run(config: PretrainConfig, run: RunDir, *, resuming: bool) -> RunDir:
     import lightning as L
 
     from medcl.data.datasets import MultiViewDataset, collate_multiview
-    from medcl.train.callbacks import MetricsFile, OnlineProbe, RNGState, RunCheckpoints, plot_loss
+    from medcl.train.callbacks import (
+        MetricsFile,
+        OnlineProbe,
+        RNGState,
+        RunCheckpoints,
+        TrainingHealth,
+        plot_loss,
+    )
     from medcl.train.loader import EpochBatchSampler, ResumableLoader
     from medcl.train.module import PretrainModule
 
     L.seed_everything(config.seed, workers=True, verbose=False)
     prep = prepare(config)
     cfg = prep.config
+    health = TrainingHealth(cfg.method, None)
     callbacks: list = [RunCheckpoints(run, cfg.checkpoint.every_n_steps, cfg.checkpoint.every_n_epochs),
-                       RNGState(), MetricsFile(run)]
+                       RNGState(), health, MetricsFile(run)]
     if cfg.probe.every_n_epochs:
         callbacks.append(OnlineProbe(prep.cohort, prep.train_idx, np.flatnonzero(prep.split == "val"),
                                      cfg.probe.label, every_n_epochs=cfg.probe.every_n_epochs,
@@ -292,6 +330,7 @@ def _run(config: PretrainConfig, run: RunDir, *, resuming: bool) -> RunDir:
     loader = ResumableLoader(dataset, sampler, num_workers=cfg.num_workers, collate_fn=collate_multiview,
                              pin_memory=trainer.accelerator.__class__.__name__ == "CUDAAccelerator")
     module = PretrainModule(cfg.model_dump(mode="json"), steps_per_epoch=len(sampler), gather=world > 1)
+    health.monitor.collapse_loss = module.loss_fn.collapse_value(cfg.batch_size, cfg.views)
 
     start = time.perf_counter()
     ckpt = str(run.last_checkpoint) if resuming else None
@@ -303,7 +342,9 @@ def _run(config: PretrainConfig, run: RunDir, *, resuming: bool) -> RunDir:
         raise KeyboardInterrupt
     export_run_encoder(run, module, prep.cohort.manifest)
     plot_loss(run)
-    write_json(run.summary_path, _summary(cfg, run, prep, trainer, elapsed, len(sampler)))
+    summary = _summary(cfg, run, prep, trainer, elapsed, len(sampler))
+    summary["health"] = health.monitor.verdict().to_dict()
+    write_json(run.summary_path, summary)
     return run
 
 

@@ -581,6 +581,41 @@ def _run_encoder(run_dir: Path, *, random_init: bool, seed: int):
     return encoder.eval()
 
 
+def _probe_subjects(run_dir: Path, cohort: Any, labels: np.ndarray, subjects: str,
+                    label: str) -> tuple[np.ndarray, str | None]:
+    """Indices of the labelled subjects to probe, and a note saying which were left out (or kept)."""
+    from medcl.train.run_dir import RunDir
+
+    if subjects not in ("outside", "all"):
+        raise MedclInputError(f"subjects: expected 'outside' or 'all', got {subjects!r}")
+    labelled = np.isfinite(labels)
+    ids = np.asarray([str(i) for i in cohort.subject_ids], dtype=object)
+    run = RunDir(run_dir)
+    if subjects == "all":
+        try:
+            inside = np.isin(ids, list(run.pretraining_subject_ids()))
+        except MedclInputError:
+            return np.flatnonzero(labelled), "subjects 'all': the run's pretraining split is unknown (no split.csv)"
+        n_in = int((inside & labelled).sum())
+        return np.flatnonzero(labelled), (
+            f"subjects 'all': {n_in} of the {int(labelled.sum())} probed subjects pretrained this encoder; "
+            "their scores are optimistic" if n_in else None)
+    try:
+        inside = np.isin(ids, list(run.pretraining_subject_ids()))
+    except MedclInputError as err:
+        raise MedclInputError(f"{err}; probe with subjects='all' (--subjects all) to score every subject") from None
+    keep = labelled & ~inside
+    if not keep.any():
+        raise MedclInputError(
+            f"no subject with a value for {label!r} outside the run's pretraining split ({run.split_path}); "
+            "probe a cohort the encoder has not seen, or use --subjects all"
+        )
+    n_in = int((inside & labelled).sum())
+    note = (f"{n_in} subject(s) of the run's pretraining split were left out (probe scores only subjects "
+            "the encoder never saw)") if n_in else None
+    return np.flatnonzero(keep), note
+
+
 def probe_run(
     run_dir: str | Path,
     manifest: str | Path,
@@ -596,6 +631,7 @@ def probe_run(
     device: str | None = None,
     progress: bool = True,
     write: bool = True,
+    subjects: str = "outside",
     **probe_options: Any,
 ) -> ProbeResult:
     """Encode a manifest's cohort with a run's encoder once, then :func:`probe_features`.
@@ -604,11 +640,16 @@ def probe_run(
     manifest's count) when they are stratified on this label (or it is continuous); otherwise
     patient-level folds stratified on this label, with the manifest's seed.
     ``random_init`` probes a randomly initialised encoder of the same architecture (a lower
-    bound). Results go to ``RUN_DIR/probe/<label>.json`` and ``.csv`` (random init:
+    bound). ``subjects="outside"`` (default) scores only the subjects outside the run's
+    pretraining split (RUN_DIR/split.csv), so that no subject whose image (and, for a supervised
+    run, whose label) trained the encoder is ever scored; ``"all"`` probes every subject and
+    says in the notes how many pretrained the encoder. Results go to
+    ``RUN_DIR/probe/<label>.json`` and ``.csv`` (random init:
     ``RUN_DIR/probe/random-init/<label>.*``, kept apart so reports never mix the two).
 
     Raises:
-        MedclInputError: no trained encoder, unknown or constant label, channel mismatch.
+        MedclInputError: no trained encoder, unknown or constant label, channel mismatch,
+            no split.csv (with ``subjects="outside"``), no labelled subject outside the split.
     """
     from medcl.data.cohort import Cohort
     from medcl.train.features import encode_cohort
@@ -632,7 +673,7 @@ def probe_run(
         folds, folds_source = cohort.folds(k, seed), "cohort folds"
     else:
         folds, folds_source = None, f"patient-level folds stratified on {label!r}"
-    labelled = np.flatnonzero(np.isfinite(labels))
+    labelled, subject_note = _probe_subjects(run_dir, cohort, labels, subjects, label)
     features = encode_cohort(
         encoder, cohort, labelled, batch_size=batch_size, num_workers=num_workers, device=device,
         progress=progress,
@@ -650,11 +691,14 @@ def probe_run(
         seed=seed,
         **probe_options,
     )
-    dropped = len(labels) - len(labelled)
+    dropped = int((~np.isfinite(labels)).sum())
     result.info["n_dropped_missing_label"] = dropped
+    result.info["subjects"] = subjects
     result.notes = [n for n in result.notes if "without a label" not in n]
     if dropped:
         result.notes.insert(0, f"{dropped} subject(s) without a value for {label!r} were left out")
+    if subject_note:
+        result.notes.insert(0, subject_note)
     result.info.update(
         folds=folds_source,
         encoder="random-init" if random_init else "pretrained",

@@ -147,6 +147,24 @@ class RunDir:
 
         return PriorKernel.from_dict(json.loads(self.kernel_path.read_text()))
 
+    def pretraining_subject_ids(self) -> set[str]:
+        """Ids of the subjects the encoder was pretrained on (``split == "train"`` in split.csv).
+
+        Raises MedclInputError when split.csv is missing or has no ``subject_id`` / ``split`` column.
+        """
+        import csv
+
+        if not self.split_path.is_file():
+            raise MedclInputError(
+                f"{self.split_path} missing: cannot tell which subjects pretrained this encoder"
+            )
+        with self.split_path.open(newline="") as f:
+            reader = csv.DictReader(f)
+            missing = {"subject_id", "split"} - set(reader.fieldnames or [])
+            if missing:
+                raise MedclInputError(f"{self.split_path}: column(s) {sorted(missing)} missing")
+            return {row["subject_id"] for row in reader if row["split"] == "train"}
+
     def summary(self) -> dict[str, Any]:
         return json.loads(self.summary_path.read_text())
 
