@@ -453,7 +453,7 @@ class Comparison:
                     tail = f"{'(baseline)':>10}"
                 else:
                     d = e["diff"]
-                    lo, hi = (d["ci_low"], d["ci_high"]) if n_seeds > 1 else (d["folds_ci_low"], d["folds_ci_high"])
+                    lo, hi = _interval(d, n_seeds)
                     ci = f"[{_signed(lo)}, {_signed(hi)}]" if np.isfinite(lo) else "—"
                     tail = f"{_signed(d['mean']):>10}  {ci:<20} {d['wins']}/{len(d['per_seed'])}"
                 lines.append(f"{name:<{width}}  {e['mean']:>7.3f} {sd:>7}   {tail}")
@@ -466,6 +466,11 @@ class Comparison:
         if self.rows and max(r["seed"] for r in self.rows) == 0:
             lines.append("* one seed: the interval uses the folds (corrected resampled t); use --seeds 3 or more")
         return "\n".join(lines).rstrip()
+
+
+def _interval(diff: dict[str, Any], n_seeds: int) -> tuple[float, float]:
+    """The interval a table shows: over seeds, or over folds (corrected) with a single seed."""
+    return (diff["ci_low"], diff["ci_high"]) if n_seeds > 1 else (diff["folds_ci_low"], diff["folds_ci_high"])
 
 
 def _signed(x: float | None, digits: int = 3) -> str:
@@ -605,7 +610,7 @@ def _encoder(item: _Planned, run_path: Path, base: PretrainConfig, cohort: Cohor
 
 
 def _clock(seconds: float) -> str:
-    seconds = int(round(max(seconds, 0)))
+    seconds = round(max(seconds, 0))
     h, rest = divmod(seconds, 3600)
     m, s = divmod(rest, 60)
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
@@ -666,6 +671,8 @@ def run_comparison(
         feats = encode_dataset(encoder, images, batch_size=settings.encode_batch_size, progress=False)
         collapsed, why = run_health(run_path) if item.arm.trains else (False, None)
         scores = []
+        if (run_path / "probe").is_dir():
+            shutil.rmtree(run_path / "probe")  # probes of an earlier comparison (other labels, folds)
         for label, kind in result.labels.items():
             y = cohort.label(label)[held_out]
             ok = np.isfinite(y)
@@ -787,7 +794,8 @@ def comparison_html(result: Comparison) -> str:
             marks = ("†" if entry["proxy"] else "") + ("!" if entry["collapsed"] else "")
             d = entry["diff"]
             diff = "baseline" if d is None else f"{_signed(d['mean'])}"
-            ci = "" if d is None or not np.isfinite(d["ci_low"]) else f"[{_signed(d['ci_low'])}, {_signed(d['ci_high'])}]"
+            lo, hi = (None, None) if d is None else _interval(d, entry["seeds"])
+            ci = "" if lo is None or not np.isfinite(lo) else f"[{_signed(lo)}, {_signed(hi)}]"
             sd = "" if entry["sd"] is None else f" ± {entry['sd']:.3f}"
             note = "; ".join(x for x in (entry["proxy_reason"], *entry["collapse_reasons"]) if x)
             rows.append(f"<tr><td>{e(entry['arm'])} {marks}</td><td class=\"num\">{entry['mean']:.3f}{sd}</td>"
