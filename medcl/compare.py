@@ -130,15 +130,15 @@ def parse_arm(spec: str) -> Arm:
     Raises MedclInputError for an unknown method, or an argument on a method that takes none.
     """
     text = spec.strip()
-    method, _, arg = text.partition(":")
+    method, colon, arg = text.partition(":")
     method, arg = method.strip(), arg.strip()
+    if colon and not arg.replace("+", "").strip():
+        raise MedclInputError(f"--methods: {spec!r}: no attribute or label after ':' (e.g. kernel_du:age+sex)")
     known = _known_methods()
     if method not in known:
         raise MedclInputError(f"--methods: unknown method {method!r} in {spec!r}; known: {', '.join(known)}")
     if method in PRIOR_METHODS:
         attrs = tuple(a.strip() for a in arg.split("+") if a.strip()) if arg else None
-        if arg and not attrs:
-            raise MedclInputError(f"--methods: {spec!r}: no attribute after ':' (e.g. {method}:age+sex)")
         what = "prior: " + "+".join(attrs) if attrs else "prior: the base config's attributes"
         return Arm(text, method, attributes=attrs, description=f"{method}, {what}")
     if method == "supervised":
