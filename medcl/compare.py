@@ -22,8 +22,8 @@ attribute) or CKA >= :data:`PROXY_CKA` (the attribute's prior kernel against the
 ``summary.json`` flags training collapse (``health.collapsed``) in any seed.
 
 Reuse: each arm x seed folder holds ``fingerprint.json``, the SHA-256 of the fully resolved
-config (fitted kernel included), the cohort's content (manifest, table, feature files, image
-sizes) and the medcl version. A finished run is reused only when its fingerprint matches;
+config (fitted kernel included), the cohort's content (manifest, table, image sizes, the feature
+files of the attributes the run uses) and the medcl version. A finished run is reused only when its fingerprint matches;
 otherwise it is deleted and trained again, so runs with other settings are never mixed in.
 
 Python use::
@@ -87,7 +87,8 @@ class Arm:
     """One arm of a comparison: a display name, a method and what its prior uses.
 
     ``attributes``: prior attributes (kernel_du, y_aware; None keeps the base config's);
-    ``label``: the supervised arm's label (None keeps the base config's).
+    ``label``: the supervised arm's label (None keeps the base config's); ``overrides``: dotted
+    ``key=value`` settings of this method only (e.g. ``loss.sigma=5`` for y_aware), applied last.
     """
 
     name: str
@@ -95,6 +96,7 @@ class Arm:
     attributes: tuple[str, ...] | None = None
     label: str | None = None
     description: str = ""
+    overrides: tuple[str, ...] = ()
 
     @property
     def trains(self) -> bool:
@@ -216,10 +218,13 @@ def _version() -> str:
         return "unknown"
 
 
-def cohort_digest(cohort: Cohort) -> str:
-    """SHA-256 of the cohort's content: manifest, table and feature files, and each image's path and size.
+def cohort_digest(cohort: Cohort, attributes: Sequence[str] | None = None) -> str:
+    """SHA-256 of the cohort's content: manifest, table, each image's path and size, and the feature
+    files of ``attributes`` (embedding attributes; None: every one the manifest declares).
 
     Image bytes are not read (a stat per image); regenerating a cohort changes its table or sizes.
+    A run's fingerprint takes the feature files of the attributes it uses only, so refitting a VAE
+    prior retrains the arms that use it and no other.
     """
     manifest = cohort.manifest
     h = hashlib.sha256()
@@ -229,7 +234,7 @@ def cohort_digest(cohort: Cohort) -> str:
         h.update(manifest.to_yaml().encode())
     h.update((manifest.base_dir / manifest.table).read_bytes())
     for spec in manifest.attributes:
-        if spec.features:
+        if spec.features and (attributes is None or spec.name in attributes):
             h.update(b"\0features\0" + spec.name.encode())
             h.update((manifest.base_dir / spec.features).read_bytes())
     for path in cohort.image_paths:
@@ -509,7 +514,7 @@ def arm_config(base: PretrainConfig, arm: Arm, seed: int) -> PretrainConfig:
     data = base.model_dump(mode="json")
     data.update(arm.config_changes(base))
     data.update(seed=seed, progress_bar=False)
-    return parse_config(data, source=f"arm {arm.name}")
+    return parse_config(data, source=f"arm {arm.name}", overrides=list(arm.overrides))
 
 
 def plan(base: PretrainConfig, arms: Sequence[Arm], settings: CompareSettings) -> tuple[list[_Planned], Cohort]:
@@ -529,10 +534,10 @@ def plan(base: PretrainConfig, arms: Sequence[Arm], settings: CompareSettings) -
     for name in settings.colour_by:
         if name not in cohort.attribute_names:
             raise MedclInputError(f"colour_by: no attribute {name!r}; known: {cohort.attribute_names}")
-    cohort_sha = cohort_digest(cohort)
     version = _version()
     planned: list[_Planned] = []
     resolved: dict[str, Any] = {}
+    cohort_sha: dict[str, str] = {}
     for arm in arms:
         if arm.method == "supervised" and arm.label is None and base.label is None:
             raise MedclInputError(f"--methods: {arm.name!r} needs a label: write supervised:LABEL")
@@ -541,9 +546,11 @@ def plan(base: PretrainConfig, arms: Sequence[Arm], settings: CompareSettings) -
                 resolved[arm.name] = prepare(arm_config(base, arm, 0)).config
             except MedclInputError as err:
                 raise MedclInputError(f"arm {arm.name!r}: {err}") from None
+            cohort_sha[arm.name] = cohort_digest(cohort, resolved[arm.name].attributes or [])
         else:
             spec = base.encoder.resolved(cohort.manifest.image.spatial_dims, cohort.manifest.image.channels)
             resolved[arm.name] = {"method": RANDOM_INIT, "encoder": spec.model_dump(mode="json")}
+            cohort_sha[arm.name] = cohort_digest(cohort, [])
     for seed in range(settings.seeds):
         for arm in arms:
             r = resolved[arm.name]
@@ -552,7 +559,7 @@ def plan(base: PretrainConfig, arms: Sequence[Arm], settings: CompareSettings) -
                 data = config.model_dump(mode="json")
             else:
                 config, data = None, {**r, "seed": seed}
-            planned.append(_Planned(arm, seed, config, run_fingerprint(data, cohort_sha, version)))
+            planned.append(_Planned(arm, seed, config, run_fingerprint(data, cohort_sha[arm.name], version)))
     return planned, cohort
 
 

@@ -326,3 +326,21 @@ def test_cli_errors_exit_2_name_the_culprit_and_write_nothing(
     assert cli(["compare", "--config", config, "--out", out, *extra]) == 2
     assert culprit in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_arm_config_changes_only_method_prior_seed_and_its_own_overrides() -> None:
+    from medcl.compare import arm_config
+    from medcl.train.config import parse_config
+
+    base = parse_config({"manifest": "m.yaml", "method": "kernel_du", "attributes": ["score1"], "epochs": 7,
+                         "label": "diagnosis", "loss": {"temperature": 0.2}})
+    y_aware = arm_config(base, Arm("ya", "y_aware", attributes=("age",), overrides=("loss.sigma=5",)), 2)
+    assert (y_aware.method, y_aware.attributes, y_aware.seed, y_aware.loss.sigma) == ("y_aware", ["age"], 2, 5.0)
+    assert y_aware.label is None and y_aware.epochs == 7 and y_aware.loss.temperature == 0.2
+    du = arm_config(base, parse_arm("du"), 0)
+    assert du.attributes == [] and du.loss.sigma is None and not du.progress_bar
+    assert arm_config(base, parse_arm("supervised"), 0).label == "diagnosis"  # the base's label
+    kdu = arm_config(base, parse_arm("kernel_du"), 1)
+    assert kdu.attributes == ["score1"]
+    assert {k: v for k, v in kdu.model_dump().items() if k not in ("seed", "progress_bar")} == {
+        k: v for k, v in base.model_dump().items() if k not in ("seed", "progress_bar", "label")} | {"label": None}
