@@ -645,16 +645,15 @@ def run_comparison(
     say = on_line or (lambda _line: None)
     t0 = time.perf_counter()
     planned, cohort = plan(base, arms, settings)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    _quiet_engine()
-
     split = np.asarray(cohort.split())
     train_idx = np.flatnonzero(split == "train")
     held_out = np.flatnonzero(split != "train")
     if len(held_out) < 2 * settings.folds:
         raise MedclInputError(f"only {len(held_out)} subjects outside the training split: too few for "
                               f"{settings.folds}-fold probing (use --folds 2 or a larger cohort)")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    _quiet_engine()
     result = Comparison(out=out, arms=arms, settings=settings, held_out=len(held_out),
                         labels={lab: cohort.manifest.label(lab).type for lab in settings.labels})
     for arm in arms:
