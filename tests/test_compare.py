@@ -317,6 +317,7 @@ def test_compare_end_to_end_held_out_probes_reuse_and_stale_runs(tiny_cohort: Pa
     (["--methods", "du,simclr", "--label", "nope"], "no label 'nope'"),
     (["--methods", "simclr,random_init", "--label", "age"], "--baseline 'du'"),
     (["--methods", "du", "--label", "age", "--seeds", "0"], "--seeds"),
+    (["--methods", "du", "--label", "age", "--folds", "20"], "too few"),
 ])
 def test_cli_errors_exit_2_name_the_culprit_and_write_nothing(
     tiny_cohort: Path, tmp_path: Path, capsys: pytest.CaptureFixture, extra: list[str], culprit: str
