@@ -692,12 +692,13 @@ def run_comparison(
             n_train = float(next(r["n_train"] for r in probe.rows
                                  if r["probe"] == "linear" and r["train_size"] == "all"))
             ratios.append((n_lab - n_train) / max(n_train, 1.0))
-            secondary = _SECONDARY[kind]
+            secondary = {m: None for m in sorted(set(_SECONDARY.values()))}
+            secondary[_SECONDARY[kind]] = probe.metric(_SECONDARY[kind]).mean
             result.rows.append({
                 "arm": item.arm.name, "method": item.arm.method,
                 "prior": "+".join(item.arm.attributes or ()) or (item.arm.label or ""),
                 "seed": item.seed, "label": label, "kind": kind, "metric": metric,
-                "value": summary.mean, "fold_sd": summary.std, secondary: probe.metric(secondary).mean,
+                "value": summary.mean, "fold_sd": summary.std, **secondary,
                 "subjects": probe.n_subjects, "patients": probe.n_patients, "folds": probe.n_folds,
                 "proxy": result.proxy[(item.arm.name, label)]["marked"], "collapsed": collapsed,
                 "collapse_reason": why, "reused": reused, "seconds": round(seconds, 1),
