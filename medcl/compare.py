@@ -616,6 +616,16 @@ def _encoder(item: _Planned, run_path: Path, base: PretrainConfig, cohort: Cohor
     return build_encoder(spec).eval()
 
 
+def _expected(arm: Arm, spent: dict[str, list[float]], arms: Sequence[Arm]) -> float:
+    """Seconds one more run of ``arm`` should take: its own mean so far, else that of the arms that
+    train (or not) like it, else of every arm (for the ETA)."""
+    if arm.name in spent:
+        return float(np.mean(spent[arm.name]))
+    alike = [t for a in arms if a.trains == arm.trains for t in spent.get(a.name, [])]
+    every = [t for times in spent.values() for t in times]
+    return float(np.mean(alike or every)) if (alike or every) else 0.0
+
+
 def _clock(seconds: float) -> str:
     seconds = round(max(seconds, 0))
     h, rest = divmod(seconds, 3600)
@@ -668,6 +678,7 @@ def run_comparison(
     spent: dict[str, list[float]] = {}
     ratios: list[float] = []
     for n, item in enumerate(planned, 1):
+        unit_start = time.perf_counter()
         run_path = out / "runs" / item.arm.dirname / f"seed{item.seed}"
         reused, seconds = _ensure_run(item, run_path)
         rows_held = _held_out(cohort, run_path if item.arm.trains else None)
@@ -707,11 +718,10 @@ def run_comparison(
             scores.append(f"{label} {metric}={summary.mean:.3f}")
         _write_run_artefacts(run_path, item, cohort, held_out, feats, settings)
         result.fingerprints.setdefault(item.arm.name, {})[str(item.seed)] = item.fingerprint["fingerprint"]
-        spent.setdefault(item.arm.name, []).append(seconds)
+        unit = time.perf_counter() - unit_start
+        spent.setdefault(item.arm.name, []).append(unit)
         elapsed = time.perf_counter() - t0
-        remaining = planned[n:]
-        overall = elapsed / n
-        eta = sum(float(np.mean(spent[r.arm.name])) if r.arm.name in spent else overall for r in remaining)
+        eta = sum(_expected(r.arm, spent, arms) for r in planned[n:])
         status = "reused" if reused else ("built" if not item.arm.trains else f"trained in {seconds:.0f} s")
         say(f"[{n}/{len(planned)}] {item.key}: {status}; {', '.join(scores)}"
             f"{' (collapsed!)' if collapsed else ''} | elapsed {_clock(elapsed)}, ETA {_clock(eta)}")

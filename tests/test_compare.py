@@ -345,3 +345,17 @@ def test_arm_config_changes_only_method_prior_seed_and_its_own_overrides() -> No
     assert kdu.attributes == ["score1"]
     assert {k: v for k, v in kdu.model_dump().items() if k not in ("seed", "progress_bar")} == {
         k: v for k, v in base.model_dump().items() if k not in ("seed", "progress_bar", "label")} | {"label": None}
+
+
+def test_eta_uses_each_arms_own_time_then_arms_that_train_alike() -> None:
+    from medcl.compare import _clock, _expected
+
+    arms = parse_arms("du,kernel_du:age,random_init")
+    du, kdu, rand = arms
+    spent = {"du": [10.0, 20.0]}
+    assert _expected(du, spent, arms) == 15.0 and _expected(kdu, spent, arms) == 15.0
+    assert _expected(rand, spent, arms) == 15.0  # nothing alike yet: every arm's mean
+    spent["random_init"] = [1.0]
+    assert _expected(rand, spent, arms) == 1.0 and _expected(kdu, spent, arms) == 15.0
+    assert _expected(du, {}, arms) == 0.0
+    assert (_clock(59.6), _clock(3725)) == ("1:00", "1:02:05")
