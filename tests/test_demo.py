@@ -1,4 +1,4 @@
-"""The embedded demo: the comparison's arithmetic and a tiny end-to-end run of every arm."""
+"""The embedded demo: settings, and a tiny end-to-end run of every arm through the compare engine."""
 
 from __future__ import annotations
 
@@ -7,41 +7,10 @@ import json
 import re
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-from medcl.demo import BASELINE, METHOD_NAMES, DemoResult, DemoSettings, run_demo
+from medcl.demo import METHOD_NAMES, DemoSettings, run_demo
 from medcl.errors import MedclInputError
-
-
-def _result(rows: list[tuple[str, int, float, float]]) -> DemoResult:
-    settings = DemoSettings(methods=["du", "kdu_age"], seeds=2)
-    return DemoResult(
-        out=Path("."),
-        settings=settings,
-        rows=[{"method": m, "seed": s, "auc": auc, "bacc": auc, "mae": mae, "r2": 0.0} for m, s, auc, mae in rows],
-    )
-
-
-def test_summary_pairs_each_seed_with_the_baseline() -> None:
-    result = _result([
-        ("du", 0, 0.60, 10.0), ("du", 1, 0.70, 12.0),
-        ("kdu_age", 0, 0.65, 9.0), ("kdu_age", 1, 0.80, 12.5),
-    ])
-    by_method = {e["method"]: e for e in result.summary()}
-    kdu = by_method["kdu_age"]
-    assert kdu["auc"] == pytest.approx(0.725)
-    assert kdu["auc_sd"] == pytest.approx(np.std([0.65, 0.80], ddof=1))
-    # paired differences: +0.05 and +0.10
-    assert kdu["d_auc"] == pytest.approx(0.075)
-    assert kdu["d_auc_sd"] == pytest.approx(np.std([0.05, 0.10], ddof=1))
-    assert kdu["d_auc_wins"] == 2
-    # MAE: lower is better, -1.0 and +0.5 -> one win
-    assert kdu["d_mae"] == pytest.approx(-0.25)
-    assert kdu["d_mae_wins"] == 1
-    assert by_method[BASELINE]["d_auc"] == 0.0
-    table = result.table()
-    assert "kdu_age" in table and "+0.075" in table
 
 
 def test_settings_refuse_unknown_methods_and_a_missing_baseline() -> None:
@@ -57,35 +26,69 @@ def test_settings_refuse_unknown_methods_and_a_missing_baseline() -> None:
 
 
 @pytest.mark.timeout(400)
-def test_tiny_demo_runs_every_arm_and_writes_the_report(tmp_path: Path) -> None:
+def test_tiny_demo_runs_every_arm_marks_age_and_never_mixes_settings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import medcl.prior.vae as vae
+    import medcl.train.pretrain as pretrain_module
+
+    trained: list[str] = []
+    real_pretrain = pretrain_module.pretrain
+    monkeypatch.setattr(pretrain_module, "pretrain",
+                        lambda config, out: trained.append(Path(out).parent.name) or real_pretrain(config, out))
+    vae_fits: list[int] = []
+    real_fit = vae.fit_vae_prior
+    monkeypatch.setattr(vae, "fit_vae_prior",
+                        lambda m, f, options: vae_fits.append(options.epochs) or real_fit(m, f, options))
+
     settings = DemoSettings(
         subjects=48, size=16, seeds=1, epochs=1, batch_size=8, widths=[4, 4, 8, 8], vae_epochs=1,
         probe_folds=2,
     )
-    calls: list[tuple[str, int, int]] = []
-    result = run_demo(tmp_path, settings, on_progress=lambda d, i, n: calls.append((d, i, n)))
+    lines: list[str] = []
+    result = run_demo(tmp_path, settings, on_line=lines.append)
 
-    assert [r["method"] for r in result.rows] == list(METHOD_NAMES)
+    assert [r["arm"] for r in result.rows if r["label"] == "diagnosis"] == list(METHOD_NAMES)
+    assert sorted(trained) == sorted(set(METHOD_NAMES) - {"random_init"}) and vae_fits == [1]
     for row in result.rows:
-        assert 0.0 <= row["auc"] <= 1.0 and row["mae"] >= 0.0
+        assert 0.0 <= row["value"] <= 1.0 if row["label"] == "diagnosis" else row["value"] >= 0.0
     with open(tmp_path / "results.csv") as f:
-        assert len(list(csv.DictReader(f))) == len(METHOD_NAMES)
+        assert len(list(csv.DictReader(f))) == 2 * len(METHOD_NAMES)
     summary = json.loads((tmp_path / "summary.json").read_text())
-    assert {e["method"] for e in summary["summary"]} == set(METHOD_NAMES)
+    proxy = {(e["arm"], e["label"]) for e in summary["summary"] if e["proxy"]}
+    # age is a prior and a probed label: both age arms carry the mark on age, and only there
+    assert {("kdu_age", "age"), ("y_aware_age", "age"), ("supervised", "diagnosis")} <= proxy
+    assert not {(a, lab) for a, lab in proxy if a in ("du", "simclr", "random_init")}
+    table = result.table()
+    assert re.search(r"^kdu_age †", table.split("age · mae")[1], re.M)
     page = (tmp_path / "report.html").read_text()
-    assert page.count("data:image/png") >= 3 and "kdu_age" in page
+    assert page.count("data:image/png") >= 3 and "kdu_age" in page and "Methods comparison" in page
     # the VAE prior became an embedding attribute of the cohort, and kernel DU used it
     kdu_vae = tmp_path / "runs" / "kdu_vae" / "seed0"
     assert "vae" in (kdu_vae / "config.yaml").read_text()
     assert (kdu_vae / "kernel_batch.npy").is_file()
-    # progress was reported for every step, ending complete
-    assert calls[-1][1] == calls[-1][2] and len(calls) == len(METHOD_NAMES) + 3
+    # one plain progress line per finished run, with elapsed time and ETA
+    done = [line for line in lines if re.match(r"\[\d+/\d+\] ", line)]
+    assert len(done) == len(METHOD_NAMES) and all("ETA" in line and "elapsed" in line for line in done)
     # no subject or patient identifier reaches the report
     text = re.sub(r"data:image/png;base64,[A-Za-z0-9+/=]+", "", page)
     rows = (tmp_path / "cohort" / "participants.csv").read_text().splitlines()[1:]
     ids = {value for line in rows for value in line.split(",")[:2]}
     assert ids and not any(i in text for i in ids)
 
-    # a second call reuses the finished runs (same numbers, no retraining)
-    again = run_demo(tmp_path, settings)
-    assert [r["auc"] for r in again.rows] == [r["auc"] for r in result.rows]
+    # a second call reuses everything (same numbers, no training; a subset of the arms keeps it short)
+    trained.clear()
+    some = ["random_init", "du", "kdu_vae"]
+    again = run_demo(tmp_path, settings.model_copy(update={"methods": some}))
+    assert trained == [] and vae_fits == [1]
+    assert [r["value"] for r in again.rows] == [r["value"] for r in result.rows if r["arm"] in some]
+
+    # other VAE settings: the latent is refitted and the runs using it retrained; the others are reused
+    subset = settings.model_copy(update={"vae_epochs": 2, "methods": ["du", "kdu_vae"]})
+    run_demo(tmp_path, subset)
+    assert vae_fits == [1, 2] and trained == ["kdu_vae"]
+    # other training settings (e.g. --quick's epochs then the default's): stale runs are retrained
+    trained.clear()
+    run_demo(tmp_path, subset.model_copy(update={"epochs": 2, "methods": ["du"]}))
+    assert trained == ["du"] and vae_fits == [1, 2]
+    assert "epochs: 2" in (tmp_path / "runs" / "du" / "seed0" / "config.yaml").read_text()

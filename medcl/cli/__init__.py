@@ -33,6 +33,9 @@ synth_commands.register(app)
 from medcl.cli import report_commands  # noqa: E402
 
 report_commands.register(app)
+from medcl.cli import compare_commands  # noqa: E402
+
+compare_commands.register(app)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -86,11 +86,14 @@ def render_report(
     *,
     title: str | None = None,
     projection: Projection = "auto",
+    lead_sections: Sequence[tuple[str, str, str]] = (),
 ) -> Path:
     """Read one or several run directories and atomically write the HTML report; returns its path.
 
-    ``out`` defaults to :func:`default_report_path`. Raises ``MedclInputError`` when a run
-    directory is missing or holds nothing readable, or ``out`` is an existing directory.
+    ``out`` defaults to :func:`default_report_path`. ``lead_sections``: ``(id, title, html)``
+    sections placed first (``html`` already escaped; e.g. ``medcl compare``'s table).
+    Raises ``MedclInputError`` when a run directory is missing or holds nothing readable, or
+    ``out`` is an existing directory.
     """
     if projection not in PROJECTIONS:
         raise MedclInputError(f"--projection: expected one of {', '.join(PROJECTIONS)}, got {projection!r}")
@@ -98,13 +101,17 @@ def render_report(
     if target.is_dir():
         raise MedclInputError(f"--out {str(target)!r} is a directory; give a file path such as report.html")
     runs = collect_runs(list(run_dirs))
-    return write_text(target, build_html(runs, title=title, projection=projection))
+    return write_text(target, build_html(runs, title=title, projection=projection, lead_sections=lead_sections))
 
 
 def build_html(
-    runs: Sequence[RunArtefacts], *, title: str | None = None, projection: Projection = "auto"
+    runs: Sequence[RunArtefacts],
+    *,
+    title: str | None = None,
+    projection: Projection = "auto",
+    lead_sections: Sequence[tuple[str, str, str]] = (),
 ) -> str:
-    """The report page for already-collected runs, as one HTML string."""
+    """The report page for already-collected runs, as one HTML string (``lead_sections`` first)."""
     title = title or ("medcl report: " + ", ".join(r.name for r in runs))
     sections: list[tuple[str, str, Callable[[Sequence[RunArtefacts]], str]]] = [
         ("runs", "Runs", _runs_section),
@@ -118,6 +125,8 @@ def build_html(
     ]
     if len(runs) > 1:
         sections.insert(1, ("comparison", "Comparison", _comparison_section))
+    for sid, name, fragment in reversed(list(lead_sections)):
+        sections.insert(0, (sid, name, lambda _rs, fragment=fragment: fragment))
     nav = " ".join(f'<a href="#{sid}">{_e(name)}</a>' for sid, name, _ in sections)
     body = "\n".join(
         f'<section id="{sid}">\n<h2>{_e(name)}</h2>\n{render(runs)}\n</section>'
