@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from medcl.errors import InputProblems, MedclInputError
 from medcl.models.encoders import EncoderSpec
@@ -57,6 +57,22 @@ class PriorOptions(_Strict):
         description="w in K = (1-w) K_attr + w I: keeps every scan its own direction (0: attributes only)",
     )
     bandwidth_scale: float = Field(1.0, gt=0, description="factor on the median-heuristic RBF bandwidths")
+
+
+class AugmentationOptions(_Strict):
+    """Random views: which preset, where it runs, how strong (see medcl.data.transforms).
+
+    A plain string (``augmentation: xray2d``) means ``{preset: xray2d}``.
+    """
+
+    preset: Literal["auto", "mri3d", "ct3d", "xray2d", "none"] = Field(
+        "auto", description="augmentation preset; auto: mri3d for 3D images, xray2d for 2D"
+    )
+    backend: Literal["batched", "monai"] = Field(
+        "batched", description="batched: whole batches as tensor ops on the training device; monai: per view in "
+        "the loader workers (same distributions)"
+    )
+    strength: float = Field(1.0, ge=0, description="factor on every augmentation magnitude (0: near-identity)")
 
 
 class ProjectionOptions(_Strict):
@@ -106,7 +122,7 @@ class PretrainConfig(_Strict):
     loss: LossOptions = LossOptions()
     prior: PriorOptions = PriorOptions()
     views: int = Field(2, ge=2, description="augmented views per subject")
-    augmentation: str = Field("auto", description="augmentation preset (medcl.data.transforms)")
+    augmentation: AugmentationOptions = AugmentationOptions()
     encoder: EncoderSpec = EncoderSpec()
     projection: ProjectionOptions = ProjectionOptions()
     optimizer: OptimizerOptions = OptimizerOptions()
@@ -129,6 +145,11 @@ class PretrainConfig(_Strict):
     kernel: dict[str, Any] | None = Field(
         None, description="fitted prior kernel (written by medcl into the resolved config)"
     )
+
+    @field_validator("augmentation", mode="before")
+    @classmethod
+    def _preset_name(cls, value: Any) -> Any:
+        return {"preset": value} if isinstance(value, str) else value
 
     @model_validator(mode="after")
     def _check(self) -> PretrainConfig:
@@ -187,6 +208,8 @@ def parse_config(data: Any, source: str = "config", overrides: list[str] | None 
     """Validate a config dict (after ``overrides``); every problem is reported at once."""
     if not isinstance(data, dict):
         raise MedclInputError(f"{source}: expected a YAML mapping at the top level, got {type(data).__name__}")
+    if isinstance(data.get("augmentation"), str):  # so that --set augmentation.backend=... applies
+        data = {**data, "augmentation": {"preset": data["augmentation"]}}
     data = apply_overrides(data, overrides or [])
     try:
         return PretrainConfig.model_validate(data)
