@@ -127,9 +127,9 @@ class BatchAugmentation:
 
     def draw(self, seeds: Sequence[int], size: Sequence[int]) -> ViewParameters:
         """The parameters of one view per seed, for images of spatial ``size``."""
-        u = torch.stack([torch.rand(_DRAWS, generator=torch.Generator().manual_seed(int(s)),
-                                    dtype=torch.float64) for s in seeds]) if seeds else torch.zeros(0, _DRAWS,
-                                                                                                    dtype=torch.float64)
+        rows = [torch.rand(_DRAWS, generator=torch.Generator().manual_seed(int(s)), dtype=torch.float64)
+                for s in seeds]
+        u = torch.stack(rows) if rows else torch.zeros(0, _DRAWS, dtype=torch.float64)
         return _parameters(self.spec, u, [int(n) for n in size])
 
     def apply(self, x: torch.Tensor, p: ViewParameters) -> torch.Tensor:
@@ -239,11 +239,11 @@ def _rotation(angles: torch.Tensor, d: int) -> torch.Tensor:
 
 def _resample(x: torch.Tensor, matrix: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
     """One ``grid_sample`` for the batch: output voxel c -> input voxel ``matrix @ c + offset``
-    (centred voxel coordinates, array axis order); a batch of identity maps is returned as is."""
+    (centred voxel coordinates, array axis order); a batch of identity maps is copied."""
     d = matrix.shape[1]
     eye = torch.eye(d, dtype=matrix.dtype)
     if bool(((matrix - eye).abs().amax() < 1e-12) & (offset.abs().amax() < 1e-12)):
-        return x
+        return x.clone()
     # grid_sample's normalised coordinates (align_corners=False): u = 2 c / n, axes reversed.
     half = torch.tensor(x.shape[2:], dtype=torch.float64) / 2
     theta_m = matrix * half[None, None, :] / half[None, :, None]
