@@ -2,12 +2,11 @@
 both augmentation backends side by side, 3D and 2D.
 
 Full step = cached data + augmentation + collate + forward/backward + loss. ``monai``: views made
-per view in the loader workers; ``batched``: whole batches, either in the main process after
-collate (``PretrainModule.make_views``, the path of an accelerator) or in the loader workers'
-collate (the path of a CPU run). Goal: model-only / full >= 0.9.
-The last line is ``step efficiency: 2D <ratio>, 3D <ratio>`` for what a CPU run does by default:
-the batched backend, its views made in the loader workers (``CollateWithViews``). The batched
-backend's GPU path (views made in the main process after transfer) is timed too.
+per view in the loader workers (timed as a block, the model-only step before and after it);
+``batched``: the loader serves un-augmented images and the views of the whole batch are made on
+the training device (``PretrainModule.make_views``), its full steps alternating with model-only
+steps. Goal: model-only / full >= 0.9.
+The last line is ``step efficiency: 2D <ratio>, 3D <ratio>`` for the default (batched) backend.
 
     .venv/bin/python bench/pretrain.py [--steps 5] [--workers 2]
 """
@@ -34,11 +33,10 @@ def _config(manifest: Path, dims: int, workers: int, backend: str) -> dict:
 
 
 def bench(dims: int, size: int, steps: int, workers: int, root: Path) -> dict[str, float]:
-    """Median seconds per step of the full pipeline (``monai``; ``workers``: batched in the loader
-    workers; ``batched``: batched in the main process) and of the model-only step (fixed views)
-    measured next to each: before and after a block, or alternating with it. Medians: other
-    processes load the machine in bursts."""
-    from medcl.data.datasets import CollateWithViews, MultiViewDataset, collate_multiview
+    """Median seconds per step of the full pipeline (``monai``, ``batched``) and of the model-only
+    step (fixed views) measured next to each: before and after the MONAI block, alternating with
+    the batched steps. Medians: other processes load the machine in bursts."""
+    from medcl.data.datasets import MultiViewDataset, collate_multiview
     from medcl.data.synthetic import generate_cohort
     from medcl.train.config import parse_config
     from medcl.train.loader import EpochBatchSampler, ResumableLoader
@@ -67,42 +65,35 @@ def bench(dims: int, size: int, steps: int, workers: int, root: Path) -> dict[st
         step(batch, epoch)
         return time.perf_counter() - t0
 
-    def block(pipeline: ResumableLoader, epoch: int) -> list[float]:
-        sampler.set_epoch(epoch)
-        it = iter(pipeline)
-        step(next(it), epoch)  # warm-up: workers start and fill their queue
-        out = []
-        for _ in range(steps):
-            t0 = time.perf_counter()
-            step(next(it), epoch)
-            out.append(time.perf_counter() - t0)
-        del it  # its workers stop: they must not run during the next model-only timings
-        return out
-
     fixed = module.make_views(next(iter(loader)), 0)  # views made once: the model-only step
     step(fixed, 0)  # warm-up
-    model_a = [timed(fixed, 0) for _ in range(steps)]
-    monai = block(loader, 1)
-    model_b = [timed(fixed, 0) for _ in range(steps)]
-    data.backend = "batched"  # same cache, now serving un-augmented images
-    in_workers = block(ResumableLoader(data, sampler, num_workers=workers, collate_fn=CollateWithViews(data)), 2)
-    model_c = [timed(fixed, 0) for _ in range(steps)]
-
-    # Views made in the main process: model-only and full steps alternate (the workers only
-    # collate, so they barely load the machine during the model-only steps).
-    sampler.set_epoch(3)
+    model_before = [timed(fixed, 0) for _ in range(steps)]
+    sampler.set_epoch(1)
     it = iter(loader)
-    step(next(it), 3)
-    on_device, model_d = [], []
+    step(next(it), 1)  # warm-up: workers start and fill their queue
+    monai = []
     for _ in range(steps):
-        model_d.append(timed(fixed, 0))
         t0 = time.perf_counter()
-        step(next(it), 3)
-        on_device.append(time.perf_counter() - t0)
+        step(next(it), 1)
+        monai.append(time.perf_counter() - t0)
+    del it  # its workers stop: they must not run during the next model-only timings
+    model_after = [timed(fixed, 0) for _ in range(steps)]
+
+    # Batched: model-only and full steps alternate, so both see the same load from other
+    # processes (the workers only collate cached tensors: they barely load the machine).
+    data.backend = "batched"  # same cache, now serving un-augmented images
+    sampler.set_epoch(2)
+    it = iter(loader)
+    step(next(it), 2)
+    batched, model_batched = [], []
+    for _ in range(steps):
+        model_batched.append(timed(fixed, 0))
+        t0 = time.perf_counter()
+        step(next(it), 2)
+        batched.append(time.perf_counter() - t0)
     median = statistics.median
-    return {"model_monai": median(model_a + model_b), "monai": median(monai),
-            "model_workers": median(model_b + model_c), "workers": median(in_workers),
-            "model_batched": median(model_d), "batched": median(on_device)}
+    return {"model_monai": median(model_before + model_after), "monai": median(monai),
+            "model_batched": median(model_batched), "batched": median(batched)}
 
 
 def main() -> None:
@@ -118,11 +109,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for dims, size in ((3, 32), (2, 64)):
             t = bench(dims, size, args.steps, args.workers, Path(tmp))
-            ratios[dims] = t["model_workers"] / t["workers"]
+            ratios[dims] = t["model_batched"] / t["batched"]
             print(f"{dims}D {size}^{dims} (model-only / full ms per step, ratio):")
             for name, key in (("monai backend (per view, in workers)", "monai"),
-                              ("batched, after transfer (GPU path)", "batched"),
-                              ("batched, in the workers (CPU path)", "workers")):
+                              ("batched backend (whole batch, on device)", "batched")):
                 model = t["model_monai" if key == "monai" else f"model_{key}"]
                 print(f"    {name:38s} {model * 1000:6.0f} / {t[key] * 1000:6.0f} ms, ratio {model / t[key]:.2f}")
     print(f"step efficiency: 2D {ratios[2]:.2f}, 3D {ratios[3]:.2f}")

@@ -35,7 +35,7 @@ from medcl.data.batch_augment import (  # the steps, checked one by one
     _rotation,
     bias_field_basis,
 )
-from medcl.data.datasets import CollateWithViews, MultiViewDataset, collate_multiview
+from medcl.data.datasets import MultiViewDataset, collate_multiview
 from medcl.data.transforms import preset_spec, spec_transforms, view_seed
 from medcl.errors import MedclInputError
 from medcl.train.config import parse_config
@@ -345,8 +345,6 @@ def test_dataset_batched_backend_serves_images_and_the_module_makes_the_same_vie
     assert "image" not in made and made["views"].shape == (4, 2, 1, 16, 16, 16)
     torch.testing.assert_close(made["views"], want, rtol=0, atol=0)
     assert module.make_views(made, epoch=2) is made  # already has views
-    in_collate = CollateWithViews(data)([data[i] for i in range(4)])  # the CPU path: same views
-    torch.testing.assert_close(in_collate["views"], want, rtol=0, atol=0)
 
 
 def test_batched_dataset_refuses_a_custom_transform(synthetic_3d_manifest: Path) -> None:
@@ -408,29 +406,22 @@ def test_monai_backend_trains_and_old_run_dirs_resume_on_it(synthetic_2d_manifes
     assert backends == ["monai", "monai"]
 
 
-def test_views_made_in_workers_and_after_transfer_train_the_same_weights(
-    synthetic_2d_manifest: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A CPU run makes the views in the loader's collate; an accelerator run after the transfer
-    (PretrainModule.on_after_batch_transfer). Both paths give the same views, hence the same run."""
-    from safetensors.torch import load_file
-
-    import medcl.data.datasets as datasets
-
-    config = write_config(tmp_path, synthetic_2d_manifest, method="du", epochs=2)
-    assert cli(["pretrain", "--config", config, "--out", tmp_path / "workers"]) == 0
-    hooks = []
+def test_training_makes_every_batch_of_views_after_transfer(synthetic_2d_manifest: Path, tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """The default (batched) run: the loader serves images, the module's hook makes the views of
+    every training batch for the current epoch."""
+    calls = []
     make_views = PretrainModule.make_views
 
     def spy(self, batch, epoch):
-        hooks.append(epoch)
+        calls.append((epoch, tuple(batch["image"].shape)))
         return make_views(self, batch, epoch)
 
-    monkeypatch.setattr(datasets, "CollateWithViews", lambda dataset: collate_multiview)
     monkeypatch.setattr(PretrainModule, "make_views", spy)
-    assert cli(["pretrain", "--config", config, "--out", tmp_path / "device"]) == 0
-    assert sorted(set(hooks)) == [0, 1]  # the hook made every batch's views, per epoch
-    want = load_file(str(tmp_path / "workers" / "encoder.safetensors"))
-    got = load_file(str(tmp_path / "device" / "encoder.safetensors"))
-    for key in want:
-        torch.testing.assert_close(got[key], want[key], rtol=1e-5, atol=1e-6, msg=key)
+    config = write_config(tmp_path, synthetic_2d_manifest, method="du", epochs=2)
+    out = tmp_path / "run"
+    assert cli(["pretrain", "--config", config, "--out", out]) == 0
+    steps = RunDir(out).summary()["steps"]
+    assert len(calls) == steps and steps >= 4
+    assert sorted({e for e, _ in calls}) == [0, 1]
+    assert {shape for _, shape in calls} == {(4, 1, 32, 32)}

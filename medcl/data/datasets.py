@@ -6,9 +6,9 @@ holds the whole cohort), on disk (``PersistentDataset`` in a folder named after 
 preprocessing fingerprint, so changing e.g. the size never reuses old files), or not at all.
 Augmentation views are drawn per view from a chain seeded by (seed, epoch, subject index, view),
 so they do not depend on the worker, the batch, or the loader's order. With ``backend="batched"``
-the dataset serves the preprocessed image only and the views are made after collate, on the
-training device, by :class:`~medcl.data.batch_augment.BatchAugmentation` (same distributions,
-same seeding rule).
+the dataset serves the preprocessed image only and whole batches of views are made after collate
+by :class:`~medcl.data.batch_augment.BatchAugmentation` (same distributions, same seeding rule)
+on the training device.
 """
 
 from __future__ import annotations
@@ -39,8 +39,7 @@ if TYPE_CHECKING:
     from medcl.data.batch_augment import BatchAugmentation
     from medcl.data.cohort import Cohort
 
-__all__ = ["CollateWithViews", "ImageDataset", "MultiViewDataset", "collate_multiview", "default_cache_dir",
-           "make_loader"]
+__all__ = ["ImageDataset", "MultiViewDataset", "collate_multiview", "default_cache_dir", "make_loader"]
 
 CacheMode = Literal["memory", "disk", "none"]
 _CACHE_MODES = ("memory", "disk", "none")
@@ -328,25 +327,6 @@ def collate_multiview(items: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor
         "labels": torch.stack([it["labels"] for it in items]),
         "index": torch.tensor([int(it["index"]) for it in items], dtype=torch.long),
     }
-
-
-class CollateWithViews:
-    """Collate batched-backend items and make their views right there, for the dataset's epoch.
-
-    For training on the CPU: the loader workers (one thread each) augment whole batches while the
-    main process trains, instead of the main process doing it between steps. Views are the same
-    as :meth:`MultiViewDataset.batch_augmentation` on the device would make (same seeding).
-    """
-
-    def __init__(self, dataset: MultiViewDataset) -> None:
-        self.dataset = dataset
-        self.augment = dataset.batch_augmentation
-
-    def __call__(self, items: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        batch = collate_multiview(items)
-        image = batch.pop("image")
-        batch["views"] = self.augment(image, batch["index"], self.dataset.epoch, self.dataset.views)
-        return batch
 
 
 def _worker_init(worker_id: int) -> None:

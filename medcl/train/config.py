@@ -65,14 +65,31 @@ class AugmentationOptions(_Strict):
     A plain string (``augmentation: xray2d``) means ``{preset: xray2d}``.
     """
 
-    preset: Literal["auto", "mri3d", "ct3d", "xray2d", "none"] = Field(
-        "auto", description="augmentation preset; auto: mri3d for 3D images, xray2d for 2D"
-    )
-    backend: Literal["batched", "monai"] = Field(
-        "batched", description="batched: whole batches as tensor ops on the training device; monai: per view in "
-        "the loader workers (same distributions)"
+    preset: str = Field("auto", description="augmentation preset (medcl.data.transforms.PRESETS); auto: mri3d "
+                        "for 3D images, xray2d for 2D")
+    backend: str = Field(
+        "batched", description="batched: whole batches as tensor ops on the training device, after transfer; "
+        "monai: per view in the loader workers (same distributions)"
     )
     strength: float = Field(1.0, ge=0, description="factor on every augmentation magnitude (0: near-identity)")
+
+    @field_validator("preset")
+    @classmethod
+    def _known_preset(cls, value: str) -> str:
+        from medcl.data.transforms import PRESETS
+
+        if value != "auto" and value not in PRESETS:
+            raise ValueError(f"unknown preset {value!r}; choose one of {['auto', *PRESETS]}")
+        return value
+
+    @field_validator("backend")
+    @classmethod
+    def _known_backend(cls, value: str) -> str:
+        from medcl.data.transforms import BACKENDS
+
+        if value not in BACKENDS:
+            raise ValueError(f"unknown backend {value!r}; choose one of {list(BACKENDS)}")
+        return value
 
 
 class ProjectionOptions(_Strict):

@@ -1,9 +1,8 @@
 """The Lightning module for contrastive pretraining: encoder + projection head + a medcl loss.
 
-With the batched augmentation backend on an accelerator the loader delivers un-augmented images
-and :meth:`PretrainModule.on_after_batch_transfer` makes the V views on the device
-(:meth:`PretrainModule.make_views`), each seeded by (seed, epoch, subject, view); a CPU run makes
-the same views in the loader workers (:class:`medcl.data.datasets.CollateWithViews`).
+With the batched augmentation backend the loader delivers un-augmented images and
+:meth:`PretrainModule.on_after_batch_transfer` makes the V views on the training device
+(:meth:`PretrainModule.make_views`), each seeded by (seed, epoch, subject, view).
 All V views of a batch go through the network in one forward pass ((n·V, C, *S)); the loss
 module normalises the projections, and under DDP gathers them to compute the loss on the global
 batch. Hyper-parameters saved in checkpoints are the resolved config as plain data, so

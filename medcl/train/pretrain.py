@@ -266,7 +266,7 @@ def build_trainer(config: PretrainConfig, run: RunDir, callbacks: list, steps_pe
 def _run(config: PretrainConfig, run: RunDir, *, resuming: bool) -> RunDir:
     import lightning as L
 
-    from medcl.data.datasets import CollateWithViews, MultiViewDataset, collate_multiview
+    from medcl.data.datasets import MultiViewDataset, collate_multiview
     from medcl.train.callbacks import MetricsFile, OnlineProbe, RNGState, RunCheckpoints, plot_loss
     from medcl.train.loader import EpochBatchSampler, ResumableLoader
     from medcl.train.module import PretrainModule
@@ -297,11 +297,7 @@ def _run(config: PretrainConfig, run: RunDir, *, resuming: bool) -> RunDir:
     )
     sampler = EpochBatchSampler(len(prep.train_idx), cfg.batch_size, seed=cfg.seed,
                                 rank=trainer.global_rank, world_size=world)
-    on_cpu = trainer.accelerator.__class__.__name__ == "CPUAccelerator"
-    # Batched views: on an accelerator, after transfer (PretrainModule.on_after_batch_transfer); on
-    # the CPU, in the loader workers' collate, so that they augment while the main process trains.
-    collate = CollateWithViews(dataset) if aug.backend == "batched" and on_cpu else collate_multiview
-    loader = ResumableLoader(dataset, sampler, num_workers=cfg.num_workers, collate_fn=collate,
+    loader = ResumableLoader(dataset, sampler, num_workers=cfg.num_workers, collate_fn=collate_multiview,
                              pin_memory=trainer.accelerator.__class__.__name__ == "CUDAAccelerator")
     module = PretrainModule(cfg.model_dump(mode="json"), steps_per_epoch=len(sampler), gather=world > 1)
 
