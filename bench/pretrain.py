@@ -1,14 +1,20 @@
-"""Pretraining step time: the model alone (pre-loaded tensors) against the full pipeline step
-(cached data + per-view augmentation + collate + forward/backward + loss), 3D and 2D.
+"""Pretraining step time: the model alone (pre-loaded views) against the full pipeline step, for
+both augmentation backends side by side, 3D and 2D.
 
-Goal: ratio model-only / full >= 0.9 with the cache on (the data pipeline hides behind the model).
+Full step = cached data + augmentation + collate + forward/backward + loss. ``monai``: views made
+per view in the loader workers (timed as a block, the model-only step before and after it);
+``batched``: the loader serves un-augmented images and the views of the whole batch are made on
+the training device (``PretrainModule.make_views``), its full steps alternating with model-only
+steps. Goal: model-only / full >= 0.9.
+The last line is ``step efficiency: 2D <ratio>, 3D <ratio>`` for the default (batched) backend.
 
-    .venv/bin/python bench/pretrain.py [--steps 10] [--workers 2]
+    .venv/bin/python bench/pretrain.py [--steps 5] [--workers 2]
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -17,16 +23,19 @@ import numpy as np
 import torch
 
 
-def _config(manifest: Path, dims: int, workers: int) -> dict:
+def _config(manifest: Path, dims: int, workers: int, backend: str) -> dict:
     return {
         "manifest": str(manifest), "method": "kernel_du", "attributes": ["age"],
         "encoder": {"arch": "resnet18", "widths": [16, 32, 64, 128], "spatial_dims": dims, "in_channels": 1},
         "projection": {"hidden": 128, "dim": 64}, "epochs": 1, "batch_size": 16, "num_workers": workers,
-        "cache": "memory", "progress_bar": False,
+        "cache": "memory", "progress_bar": False, "augmentation": {"backend": backend},
     }
 
 
-def bench(dims: int, size: int, steps: int, workers: int, root: Path) -> tuple[float, float]:
+def bench(dims: int, size: int, steps: int, workers: int, root: Path) -> dict[str, float]:
+    """Median seconds per step of the full pipeline (``monai``, ``batched``) and of the model-only
+    step (fixed views) measured next to each: before and after the MONAI block, alternating with
+    the batched steps. Medians: other processes load the machine in bursts."""
     from medcl.data.datasets import MultiViewDataset, collate_multiview
     from medcl.data.synthetic import generate_cohort
     from medcl.train.config import parse_config
@@ -35,52 +44,78 @@ def bench(dims: int, size: int, steps: int, workers: int, root: Path) -> tuple[f
     from medcl.train.pretrain import prepare
 
     manifest = generate_cohort(root / f"c{dims}", dims=dims, subjects=16 * (steps + 2) * 2, size=size, seed=0)
-    prep = prepare(parse_config(_config(manifest, dims, workers)))
+    prep = prepare(parse_config(_config(manifest, dims, workers, "batched")))
     cfg = prep.config
     module = PretrainModule(cfg.model_dump(mode="json"))
     opt = torch.optim.AdamW(module.parameters(), lr=1e-3)
-    data = MultiViewDataset(prep.cohort, prep.train_idx, views=2, cache="memory", attribute_names=["age"])
+    data = MultiViewDataset(prep.cohort, prep.train_idx, views=2, cache="memory", attribute_names=["age"],
+                            augmentation=cfg.augmentation.preset, backend="monai")
     sampler = EpochBatchSampler(len(data), cfg.batch_size, seed=0)
     loader = ResumableLoader(data, sampler, num_workers=workers, collate_fn=collate_multiview)
 
-    def step(batch: dict) -> None:
+    def step(batch: dict, epoch: int) -> None:
+        batch = module.make_views(batch, epoch)  # batched backend: views on the device; else as is
         loss, _ = module.compute_loss(batch)
         opt.zero_grad()
         loss.backward()
         opt.step()
 
-    it = iter(loader)
-    fixed = next(it)
-    step(fixed)  # warm-up
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        step(fixed)
-    model_only = (time.perf_counter() - t0) / steps
+    def timed(batch: dict, epoch: int) -> float:
+        t0 = time.perf_counter()
+        step(batch, epoch)
+        return time.perf_counter() - t0
 
+    fixed = module.make_views(next(iter(loader)), 0)  # views made once: the model-only step
+    step(fixed, 0)  # warm-up
+    model_before = [timed(fixed, 0) for _ in range(steps)]
     sampler.set_epoch(1)
     it = iter(loader)
-    step(next(it))  # warm-up: workers start
-    t0 = time.perf_counter()
+    step(next(it), 1)  # warm-up: workers start and fill their queue
+    monai = []
     for _ in range(steps):
-        step(next(it))
-    full = (time.perf_counter() - t0) / steps
-    return model_only, full
+        t0 = time.perf_counter()
+        step(next(it), 1)
+        monai.append(time.perf_counter() - t0)
+    del it  # its workers stop: they must not run during the next model-only timings
+    model_after = [timed(fixed, 0) for _ in range(steps)]
+
+    # Batched: model-only and full steps alternate, so both see the same load from other
+    # processes (the workers only collate cached tensors: they barely load the machine).
+    data.backend = "batched"  # same cache, now serving un-augmented images
+    sampler.set_epoch(2)
+    it = iter(loader)
+    step(next(it), 2)
+    batched, model_batched = [], []
+    for _ in range(steps):
+        model_batched.append(timed(fixed, 0))
+        t0 = time.perf_counter()
+        step(next(it), 2)
+        batched.append(time.perf_counter() - t0)
+    median = statistics.median
+    return {"model_monai": median(model_before + model_after), "monai": median(monai),
+            "model_batched": median(model_batched), "batched": median(batched)}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=8)
+    parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
     torch.manual_seed(0)
     np.random.seed(0)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch 16 x 2 views, resnet18 "
-          f"widths [16,32,64,128], cache memory, {args.workers} workers")
+          f"widths [16,32,64,128], cache memory, {args.workers} workers, {args.steps} steps")
+    ratios = {}
     with tempfile.TemporaryDirectory() as tmp:
         for dims, size in ((3, 32), (2, 64)):
-            model_only, full = bench(dims, size, args.steps, args.workers, Path(tmp))
-            print(f"{dims}D {size}^{dims}: model-only {model_only * 1000:7.1f} ms/step, "
-                  f"full pipeline {full * 1000:7.1f} ms/step, ratio {model_only / full:.2f}")
+            t = bench(dims, size, args.steps, args.workers, Path(tmp))
+            ratios[dims] = t["model_batched"] / t["batched"]
+            print(f"{dims}D {size}^{dims} (model-only / full ms per step, ratio):")
+            for name, key in (("monai backend (per view, in workers)", "monai"),
+                              ("batched backend (whole batch, on device)", "batched")):
+                model = t["model_monai" if key == "monai" else f"model_{key}"]
+                print(f"    {name:38s} {model * 1000:6.0f} / {t[key] * 1000:6.0f} ms, ratio {model / t[key]:.2f}")
+    print(f"step efficiency: 2D {ratios[2]:.2f}, 3D {ratios[3]:.2f}")
 
 
 if __name__ == "__main__":

@@ -5,7 +5,10 @@ computed once per subject and cached by MONAI: in memory (``CacheDataset``, the 
 holds the whole cohort), on disk (``PersistentDataset`` in a folder named after the
 preprocessing fingerprint, so changing e.g. the size never reuses old files), or not at all.
 Augmentation views are drawn per view from a chain seeded by (seed, epoch, subject index, view),
-so they do not depend on the worker, the batch, or the loader's order.
+so they do not depend on the worker, the batch, or the loader's order. With ``backend="batched"``
+the dataset serves the preprocessed image only and whole batches of views are made after collate
+by :class:`~medcl.data.batch_augment.BatchAugmentation` (same distributions, same seeding rule)
+on the training device.
 """
 
 from __future__ import annotations
@@ -22,15 +25,18 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from medcl.data.transforms import (
+    BACKENDS,
     augmentation_transforms,
     default_preset,
     preprocessing_fingerprint,
     preprocessing_transforms,
+    preset_spec,
     view_seed,
 )
 from medcl.errors import MedclInputError
 
 if TYPE_CHECKING:
+    from medcl.data.batch_augment import BatchAugmentation
     from medcl.data.cohort import Cohort
 
 __all__ = ["ImageDataset", "MultiViewDataset", "collate_multiview", "default_cache_dir", "make_loader"]
@@ -144,11 +150,14 @@ class MultiViewDataset(Dataset):
         seed: base seed of the views.
         attribute_names, label_names: which attributes / labels (default: all in the manifest).
         augmentation_strength: scales the preset's magnitudes.
+        backend: ``"monai"`` (views made here, per view, in the loader workers) or ``"batched"``
+            (items carry the un-augmented ``"image"``; make the views after collate with
+            :attr:`batch_augmentation`, on the training device). ``"batched"`` needs a preset.
 
     Item: ``{"views": (V, C, *S) float32, "attributes": (p,) float32 (0 where missing),
     "missing": (p,) bool, "labels": (L,) float32 (NaN = missing), "index": int}`` where
-    ``index`` is the cohort row. Views depend only on (seed, epoch, index, view): call
-    :meth:`set_epoch` before each epoch.
+    ``index`` is the cohort row (batched backend: ``"image": (C, *S)`` instead of ``"views"``).
+    Views depend only on (seed, epoch, index, view): call :meth:`set_epoch` before each epoch.
     """
 
     def __init__(
@@ -165,18 +174,29 @@ class MultiViewDataset(Dataset):
         label_names: Sequence[str] | None = None,
         augmentation_strength: float = 1.0,
         cache_workers: int | None = None,
+        backend: str = "monai",
     ) -> None:
         self.cohort = _as_cohort(cohort)
         if not isinstance(views, int) or views < 1:
             raise MedclInputError(f"views must be a positive integer, got {views!r}")
+        if backend not in BACKENDS:
+            raise MedclInputError(f"augmentation backend must be one of {list(BACKENDS)}, got {backend!r}")
+        if backend == "batched" and not isinstance(augmentation, str):
+            raise MedclInputError(
+                "augmentation backend 'batched' needs a preset name, got "
+                f"{type(augmentation).__name__}; use backend='monai' for a custom transform"
+            )
+        self.backend = backend
         manifest = self.cohort.manifest
         dims = manifest.image.spatial_dims
         self.indices = _as_indices(indices, len(self.cohort))
         self.views = views
         self.seed = int(seed)
         self.epoch = 0
+        self.spec = None
         if isinstance(augmentation, str):
             preset = default_preset(dims) if augmentation == "auto" else augmentation
+            self.spec = preset_spec(preset, dims, strength=augmentation_strength)
             self.augmentation = augmentation_transforms(
                 preset, dims, size=manifest.preprocessing.size, strength=augmentation_strength
             )
@@ -212,6 +232,16 @@ class MultiViewDataset(Dataset):
         """Select the epoch whose views are served (call before iterating a loader)."""
         self.epoch = int(epoch)
 
+    @property
+    def batch_augmentation(self) -> BatchAugmentation:
+        """The batched view maker for this dataset's preset, strength and seed:
+        ``aug(batch["image"], batch["index"], epoch, views)`` -> (n, V, C, *S)."""
+        from medcl.data.batch_augment import BatchAugmentation
+
+        if self.spec is None:
+            raise MedclInputError("batched augmentation needs a preset; this dataset has a custom transform")
+        return BatchAugmentation(self.spec, seed=self.seed)
+
     def __len__(self) -> int:
         return len(self.indices)
 
@@ -233,6 +263,9 @@ class MultiViewDataset(Dataset):
 
         index = int(self.indices[i])
         image = self._images[i]
+        if self.backend == "batched":
+            return {"image": image, "attributes": self.attributes[i], "missing": self.missing[i],
+                    "labels": self.labels[i], "index": index}
         tracking = get_track_meta()
         set_track_meta(False)  # plain tensors in the random chain: same values, ~30 % faster
         try:
@@ -282,11 +315,13 @@ class ImageDataset(Dataset):
 
 def collate_multiview(items: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
     """Batch :class:`MultiViewDataset` items: ``{"views": (n, V, C, *S), "attributes": (n, p),
-    "missing": (n, p), "labels": (n, L), "index": (n,)}``."""
+    "missing": (n, p), "labels": (n, L), "index": (n,)}`` (batched backend: ``"image": (n, C, *S)``
+    instead of ``"views"``)."""
     if not items:
         raise ValueError("collate_multiview needs at least one item")
+    key = "views" if "views" in items[0] else "image"
     return {
-        "views": torch.stack([it["views"] for it in items]),
+        key: torch.stack([it[key] for it in items]),
         "attributes": torch.stack([it["attributes"] for it in items]),
         "missing": torch.stack([it["missing"] for it in items]),
         "labels": torch.stack([it["labels"] for it in items]),

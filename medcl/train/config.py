@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from medcl.errors import InputProblems, MedclInputError
 from medcl.models.encoders import EncoderSpec
@@ -77,6 +77,39 @@ class PriorOptions(_Strict):
     bandwidth_scale: float = Field(1.0, gt=0, description="factor on the median-heuristic RBF bandwidths")
 
 
+class AugmentationOptions(_Strict):
+    """Random views: which preset, where it runs, how strong (see medcl.data.transforms).
+
+    A plain string (``augmentation: xray2d``) means ``{preset: xray2d}``.
+    """
+
+    preset: str = Field("auto", description="augmentation preset (medcl.data.transforms.PRESETS); auto: mri3d "
+                        "for 3D images, xray2d for 2D")
+    backend: str = Field(
+        "batched", description="batched: whole batches as tensor ops on the training device, after transfer; "
+        "monai: per view in the loader workers (same distributions)"
+    )
+    strength: float = Field(1.0, ge=0, description="factor on every augmentation magnitude (0: near-identity)")
+
+    @field_validator("preset")
+    @classmethod
+    def _known_preset(cls, value: str) -> str:
+        from medcl.data.transforms import PRESETS
+
+        if value != "auto" and value not in PRESETS:
+            raise ValueError(f"unknown preset {value!r}; choose one of {['auto', *PRESETS]}")
+        return value
+
+    @field_validator("backend")
+    @classmethod
+    def _known_backend(cls, value: str) -> str:
+        from medcl.data.transforms import BACKENDS
+
+        if value not in BACKENDS:
+            raise ValueError(f"unknown backend {value!r}; choose one of {list(BACKENDS)}")
+        return value
+
+
 class ProjectionOptions(_Strict):
     hidden: int = Field(512, ge=1)
     dim: int = Field(128, ge=1)
@@ -124,7 +157,7 @@ class PretrainConfig(_Strict):
     loss: LossOptions = LossOptions()
     prior: PriorOptions = PriorOptions()
     views: int = Field(2, ge=2, description="augmented views per subject")
-    augmentation: str = Field("auto", description="augmentation preset (medcl.data.transforms)")
+    augmentation: AugmentationOptions = AugmentationOptions()
     encoder: EncoderSpec = EncoderSpec()
     projection: ProjectionOptions = ProjectionOptions()
     optimizer: OptimizerOptions = OptimizerOptions()
@@ -147,6 +180,11 @@ class PretrainConfig(_Strict):
     kernel: dict[str, Any] | None = Field(
         None, description="fitted prior kernel (written by medcl into the resolved config)"
     )
+
+    @field_validator("augmentation", mode="before")
+    @classmethod
+    def _preset_name(cls, value: Any) -> Any:
+        return {"preset": value} if isinstance(value, str) else value
 
     @model_validator(mode="after")
     def _check(self) -> PretrainConfig:
@@ -205,6 +243,8 @@ def parse_config(data: Any, source: str = "config", overrides: list[str] | None 
     """Validate a config dict (after ``overrides``); every problem is reported at once."""
     if not isinstance(data, dict):
         raise MedclInputError(f"{source}: expected a YAML mapping at the top level, got {type(data).__name__}")
+    if isinstance(data.get("augmentation"), str):  # so that --set augmentation.backend=... applies
+        data = {**data, "augmentation": {"preset": data["augmentation"]}}
     data = apply_overrides(data, overrides or [])
     try:
         return PretrainConfig.model_validate(data)

@@ -1,5 +1,8 @@
 """The Lightning module for contrastive pretraining: encoder + projection head + a medcl loss.
 
+With the batched augmentation backend the loader delivers un-augmented images and
+:meth:`PretrainModule.on_after_batch_transfer` makes the V views on the training device
+(:meth:`PretrainModule.make_views`), each seeded by (seed, epoch, subject, view).
 All V views of a batch go through the network in one forward pass ((n·V, C, *S)); the loss
 module normalises the projections, and under DDP gathers them to compute the loss on the global
 batch. Hyper-parameters saved in checkpoints are the resolved config as plain data, so
@@ -67,6 +70,36 @@ class PretrainModule(L.LightningModule):
         self.head = ProjectionHead(self.encoder.out_features, proj.hidden, proj.dim, proj.batch_norm)
         self.loss_fn = self._build_loss(gather)
         self.steps_per_epoch = int(steps_per_epoch)
+        self.batch_augmentation = self._build_augmentation()
+
+    def _build_augmentation(self) -> Any | None:
+        aug = self.config.augmentation
+        dims = self.config.encoder.spatial_dims
+        if aug.backend != "batched" or dims is None:
+            return None
+        from medcl.data.batch_augment import BatchAugmentation
+        from medcl.data.transforms import default_preset, preset_spec
+
+        preset = default_preset(dims) if aug.preset == "auto" else aug.preset
+        return BatchAugmentation(preset_spec(preset, dims, strength=aug.strength), seed=self.config.seed)
+
+    def make_views(self, batch: dict[str, torch.Tensor], epoch: int) -> dict[str, torch.Tensor]:
+        """A batch of un-augmented ``"image"`` (n, C, *S) -> the same batch with ``"views"``
+        (n, V, C, *S) drawn by the batched backend for ``epoch`` (the image is dropped).
+        A batch that already has views is returned unchanged."""
+        if "views" in batch or "image" not in batch:
+            return batch
+        if self.batch_augmentation is None:
+            raise RuntimeError("this module has no batched augmentation (config augmentation.backend is monai)")
+        out = {k: v for k, v in batch.items() if k != "image"}
+        with torch.no_grad():
+            out["views"] = self.batch_augmentation(batch["image"], batch["index"], epoch, self.config.views)
+        return out
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        if isinstance(batch, dict) and "image" in batch and "views" not in batch and self.trainer.training:
+            return self.make_views(batch, self.current_epoch)
+        return batch
 
     def _build_loss(self, gather: bool) -> nn.Module:
         from medcl.losses import build_loss

@@ -103,13 +103,19 @@ def prepare(config: PretrainConfig) -> PreparedRun:
         kernel = kernel.fit(values[train_idx], missing[train_idx])
         kernel_dict = kernel.to_dict()
 
+    from medcl.data.transforms import default_preset, preset_spec
     from medcl.kernel_spectrum import resolve_lam
 
-    encoder = config.encoder.resolved(manifest.image.spatial_dims, manifest.image.channels)
+    dims = manifest.image.spatial_dims
+    encoder = config.encoder.resolved(dims, manifest.image.channels)
     loss = config.loss.model_copy(update={"lam": resolve_lam(config.loss.lam, config.batch_size),
                                           **resolve_loss_options(config, cohort, names, train_idx)})
+    aug = config.augmentation
+    preset = default_preset(dims) if aug.preset == "auto" else aug.preset
+    preset_spec(preset, dims, strength=aug.strength)  # a preset made for other dims fails here
     resolved = config.model_copy(update={"encoder": encoder, "attributes": names, "kernel": kernel_dict,
-                                         "loss": loss})
+                                         "loss": loss,
+                                         "augmentation": aug.model_copy(update={"preset": preset})})
     resolved = parse_config(resolved.model_dump(mode="json"), source="resolved config")
     if len(train_idx) < config.batch_size:
         raise MedclInputError(
@@ -320,10 +326,12 @@ def _run(config: PretrainConfig, run: RunDir, *, resuming: bool) -> RunDir:
     if cfg.batch_size % world:
         raise MedclInputError(f"batch_size {cfg.batch_size} must be divisible by the {world} devices")
     labels = [cfg.label] if cfg.label else None
+    aug = cfg.augmentation
     dataset = MultiViewDataset(
-        prep.cohort, prep.train_idx, views=cfg.views, augmentation=cfg.augmentation, cache=cfg.cache,
+        prep.cohort, prep.train_idx, views=cfg.views, augmentation=aug.preset, cache=cfg.cache,
         cache_dir=cfg.cache_dir or str(run.path / "cache"), seed=cfg.seed,
         attribute_names=cfg.attributes or None, label_names=labels,
+        augmentation_strength=aug.strength, backend=aug.backend,
     )
     sampler = EpochBatchSampler(len(prep.train_idx), cfg.batch_size, seed=cfg.seed,
                                 rank=trainer.global_rank, world_size=world)
@@ -398,5 +406,8 @@ def resume(run_dir: str | Path, overrides: list[str] | None = None) -> RunDir:
     run = RunDir(run_dir)
     run.check_resumable()
     data = yaml.safe_load(run.config_path.read_text())
+    if isinstance(data, dict) and isinstance(data.get("augmentation"), str):
+        # Written before augmentation backends existed: its views came from the MONAI chain.
+        data["augmentation"] = {"preset": data["augmentation"], "backend": "monai"}
     config = parse_config(data, source=str(run.config_path), overrides=overrides)
     return _run(config, run, resuming=True)
