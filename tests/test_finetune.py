@@ -73,7 +73,7 @@ def test_finetune_refuses_a_test_subject_from_the_pretraining_split(run_dir, syn
     from medcl.data.cohort import Cohort
 
     leaky = tmp_path / "leaky_run"
-    shutil.copytree(run_dir, leaky, ignore=shutil.ignore_patterns("finetune"))  # earlier tests fine-tuned run_dir
+    shutil.copytree(run_dir, leaky, ignore=shutil.ignore_patterns("finetune"))  # other tests' results
     split = pd.read_csv(leaky / "split.csv", dtype=str)
     cohort = Cohort.from_manifest(synthetic_3d_manifest)
     test_ids = [str(i) for i, s in zip(cohort.subject_ids, cohort.split(), strict=True) if s == "test"]
