@@ -17,9 +17,8 @@ Each view's parameters come from a ``torch.Generator`` seeded by
 depend on the device, the worker count or which subjects share the batch. The noise field is
 drawn on the images' device from a per-view generator, so it is reproducible per device type.
 
-Why own code: Kornia (measured slower on CPU than this compact code, and lacking most 3D
-intensity transforms), MONAI and TorchIO (per-sample only) offer no batched random path that
-covers the presets.
+Why own code: Kornia is slower on the CPU for the 2D preset and has only the affine of the 3D
+presets; MONAI and TorchIO transform one sample at a time (numbers: docs/internals.md).
 """
 
 from __future__ import annotations
