@@ -5,9 +5,10 @@ The per-view MONAI chain (:func:`medcl.data.transforms.augmentation_transforms`)
 the same distributions (one :class:`~medcl.data.transforms.AugmentationSpec`) and applies them to
 ``(n, C, *S)`` images at once:
 
-- every spatial step (affine, random crop + resize or zoom, flip) is folded into ONE affine map
-  per view and applied by one ``grid_sample`` over the whole batch (bilinear / trilinear, zero
-  padding, ``align_corners=False`` everywhere);
+- the spatial steps take two ``grid_sample`` calls over the whole batch (bilinear / trilinear,
+  zero padding, ``align_corners=False``): the affine, then random crop + resize (or zoom) and flip
+  folded into one map. MONAI also interpolates twice; folding everything into one sampling is
+  cheaper but gives visibly sharper views than the MONAI backend;
 - intensity steps (shift, scale, bias field, gamma, noise, blur) run only on the views that drew
   them, vectorised over those views; blur is a separable grouped convolution.
 
@@ -16,9 +17,8 @@ Each view's parameters come from a ``torch.Generator`` seeded by
 depend on the device, the worker count or which subjects share the batch. The noise field is
 drawn on the images' device from a per-view generator, so it is reproducible per device type.
 
-Why own code: Kornia (measured slower on CPU than this compact code, and lacking most 3D
-intensity transforms), MONAI and TorchIO (per-sample only) offer no batched random path that
-covers the presets.
+Why own code: Kornia is slower on the CPU for the 2D preset and has only the affine of the 3D
+presets; MONAI and TorchIO transform one sample at a time (numbers: docs/internals.md).
 """
 
 from __future__ import annotations
@@ -55,13 +55,17 @@ _DRAWS = _start
 class ViewParameters:
     """The drawn parameters of B views (all float64 / bool / int64 tensors on the CPU).
 
-    ``matrix`` (B, d, d) and ``offset`` (B, d) map an output voxel's centred coordinates to the
-    input's (array axis order), all spatial steps composed. The other fields are per view;
+    ``matrix`` (B, d, d) and ``offset`` (B, d) are the affine: they map a voxel's centred
+    coordinates in the affine's output to the input's (array axis order); ``crop_matrix`` and
+    ``crop_shift`` map a view voxel to the affine's output (crop + resize or zoom, flip). As in
+    MONAI, the two are sampled one after the other. The other fields are per view;
     a ``*_on`` flag says whether the step was drawn (its value is unused otherwise).
     """
 
     matrix: torch.Tensor
     offset: torch.Tensor
+    crop_matrix: torch.Tensor
+    crop_shift: torch.Tensor
     affine_on: torch.Tensor
     rotate: torch.Tensor
     scale: torch.Tensor
@@ -137,7 +141,10 @@ class BatchAugmentation:
     def apply(self, x: torch.Tensor, p: ViewParameters) -> torch.Tensor:
         """Apply drawn parameters to ``x`` (B, C, *S), one view per row; returns a new tensor."""
         spec = self.spec
+        # Two samplings, as MONAI's RandAffine then RandScaleCrop + Resize: one composed map
+        # would be cheaper but gives sharper views (one interpolation instead of two).
         x = _resample(x, p.matrix, p.offset)
+        x = _resample(x, p.crop_matrix, p.crop_shift)
         if spec.shift_prob > 0:
             x += (p.shift * p.shift_on).to(x).reshape(-1, *[1] * (x.ndim - 1))
         if spec.intensity_scale_prob > 0:
@@ -215,14 +222,16 @@ def _parameters(spec: AugmentationSpec, u: torch.Tensor, size: list[int]) -> Vie
     flip = torch.ones(b, d, dtype=torch.float64)
     flip[:, spec.flip_axis] = torch.where(flip_on, -1.0, 1.0)
     resize = crop_size / n / zoom[:, None]
-    linear = rot @ (scale * resize * flip)[:, :, None].mul(eye)
-    inner = scale * (crop_offset + (crop_size - n) / 2) + translate
-    offset = (rot @ inner[:, :, None])[:, :, 0]
+    linear = rot @ scale[:, :, None].mul(eye)
+    offset = (rot @ translate[:, :, None])[:, :, 0]
+    crop_matrix = (resize * flip)[:, :, None].mul(eye)
+    crop_shift = crop_offset + (crop_size - n) / 2
 
     gamma_lo, gamma_hi = spec.gamma_range
     s_lo, s_hi = spec.blur_sigma
     return ViewParameters(
-        matrix=linear, offset=offset, affine_on=affine_on, rotate=rotate, scale=scale, translate=translate,
+        matrix=linear, offset=offset, crop_matrix=crop_matrix, crop_shift=crop_shift,
+        affine_on=affine_on, rotate=rotate, scale=scale, translate=translate,
         crop_size=crop_size.long(), crop_offset=crop_offset.long(), zoom_on=zoom_on, zoom=zoom,
         flip_on=flip_on,
         shift_on=flag("shift_on", spec.shift_prob), shift=sym("shift", spec.shift)[:, 0],
