@@ -6,7 +6,7 @@ import io
 
 import pytest
 
-from medcl.cli.progress import ProgressLines, format_duration, format_rate, is_terminal, progress_callback
+from medcl.cli.progress import ProgressLines, format_duration, format_rate, is_terminal
 
 
 class FakeClock:
@@ -43,17 +43,3 @@ def test_lines_carry_position_rate_and_eta_from_the_mean_step_time() -> None:
         "[10/10] report | 2m30s elapsed, 15.0 s/run, done, loss 3.9100",
     ]
     assert ProgressLines(stream=stream, clock=clock).line(0, "start") == "[0] start | 0.0s elapsed, ? step/s, ETA ?"
-
-
-def test_progress_callback_prints_a_line_per_step_off_a_terminal() -> None:
-    stream = io.StringIO()
-    with progress_callback(stream) as on_progress:
-        on_progress("generating the synthetic cohort", 0, 3)
-        on_progress("generating the synthetic cohort", 0, 3)  # repeated call: one line only
-        on_progress("simclr (seed 0)", 1, 3)
-        on_progress("writing the report", 3, 3)
-    out = stream.getvalue().splitlines()
-    assert len(out) == 3
-    assert out[0].startswith("[0/3] next: generating the synthetic cohort |") and "ETA ?" in out[0]
-    assert out[1].startswith("[1/3] next: simclr (seed 0) |") and "ETA " in out[1]
-    assert out[2].startswith("[3/3] writing the report |") and out[2].endswith("done")

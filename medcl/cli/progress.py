@@ -1,25 +1,19 @@
 """Progress that also reads well when stdout is not a terminal (``make demo | tee log``, a batch job).
 
-On a terminal, medcl draws a live bar (rich for the demo, Lightning's tqdm bar for training).
-Elsewhere a redrawn bar shows nothing useful until the end, so :class:`ProgressLines` prints one
-plain line per finished step instead, with the rate and the time left::
+On a terminal, training draws Lightning's live tqdm bar. Elsewhere a redrawn bar shows nothing
+useful until the end, so :class:`ProgressLines` prints one plain line per finished step instead,
+with the rate and the time left (``medcl.train.callbacks.PlainTextProgress`` uses it per epoch)::
 
-    [3/26] kdu_age (seed 0) | 1m12s elapsed, 24.0 s/run, ETA 9m12s
+    [3/26] epoch 3 | 1m12s elapsed, 24.0 s/epoch, ETA 9m12s
 
-Python use::
-
-    from medcl.cli.progress import progress_callback
-
-    with progress_callback() as on_progress:      # a bar on a terminal, plain lines otherwise
-        run_demo("demo_run", on_progress=on_progress)
+``medcl compare`` and ``medcl demo`` print one such line per finished arm and seed.
 """
 
 from __future__ import annotations
 
-import contextlib
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import TextIO
 
 
@@ -90,37 +84,3 @@ class ProgressLines:
         stream = sys.stdout if self.stream is None else self.stream
         print(text, file=stream, flush=True)
         return text
-
-
-@contextlib.contextmanager
-def progress_callback(stream: TextIO | None = None, unit: str = "run",
-                      plain: bool | None = None) -> Iterator[Callable[[str, int, int], None]]:
-    """An ``on_progress(description, done, total)`` callback for the length of the block.
-
-    A live rich bar on a terminal; plain :class:`ProgressLines` otherwise (or when ``plain``).
-    ``on_progress`` is called as each step starts, so ``done`` steps have finished.
-    """
-    use_plain = (not is_terminal(stream)) if plain is None else plain
-    if use_plain:
-        lines = ProgressLines(stream=stream, unit=unit)
-        last: list[tuple[str, int]] = []
-
-        def on_plain(description: str, done: int, total: int) -> None:
-            if last and last[-1] == (description, done):
-                return
-            last.append((description, done))
-            lines.update(done, f"next: {description}" if done < total else description, total)
-
-        yield on_plain
-        return
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-    columns = (TextColumn("[bold]{task.description:<34}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-               TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
-    with Progress(*columns, transient=False) as bar:
-        task = bar.add_task("starting", total=1)
-
-        def on_rich(description: str, done: int, total: int) -> None:
-            bar.update(task, description=description, completed=done, total=total)
-
-        yield on_rich
