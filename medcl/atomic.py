@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -61,3 +62,16 @@ def write_text(target: str | os.PathLike, text: str) -> Path:
 def write_json(target: str | os.PathLike, data: Any) -> Path:
     """Atomically write ``data`` as indented JSON."""
     return write_text(target, json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def json_safe(obj: Any) -> Any:
+    """``obj`` with numpy scalars as Python numbers, keys as strings and NaN/inf as None (valid JSON)."""
+    if isinstance(obj, dict):
+        return {str(k): json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [json_safe(v) for v in obj]
+    if hasattr(obj, "item") and getattr(obj, "ndim", None) == 0:  # numpy / torch scalars
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj

@@ -54,7 +54,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from medcl.atomic import atomic_path, write_json, write_text
+from medcl.atomic import atomic_path, json_safe, write_json, write_text
 from medcl.errors import MedclInputError
 
 if TYPE_CHECKING:
@@ -752,18 +752,6 @@ def _write_run_artefacts(run_path: Path, item: _Planned, cohort: Cohort, held_ou
             write_kernel_batch(run_path, np.asarray(kernel(values[idx], missing[idx])))
 
 
-def _json_safe(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_json_safe(v) for v in obj]
-    if isinstance(obj, np.generic):
-        obj = obj.item()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
-
-
 def _write_outputs(result: Comparison) -> None:
     import pandas as pd
 
@@ -773,7 +761,7 @@ def _write_outputs(result: Comparison) -> None:
     with atomic_path(out / "results.csv") as tmp:
         pd.DataFrame(result.rows).to_csv(tmp, index=False)
     s = result.settings
-    write_json(out / "summary.json", _json_safe({
+    write_json(out / "summary.json", json_safe({
         "settings": {"seeds": s.seeds, "labels": s.labels, "folds": s.folds, "baseline": s.baseline,
                      "train_sizes": s.train_sizes},
         "arms": [{"name": a.name, "method": a.method, "attributes": list(a.attributes or []) or None,

@@ -359,3 +359,19 @@ def test_eta_uses_each_arms_own_time_then_arms_that_train_alike() -> None:
     assert _expected(rand, spent, arms) == 1.0 and _expected(kdu, spent, arms) == 15.0
     assert _expected(du, {}, arms) == 0.0
     assert (_clock(59.6), _clock(3725)) == ("1:00", "1:02:05")
+
+
+def test_manifest_option_fills_a_base_config_without_one(tiny_cohort: Path, tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture) -> None:
+    config = _tiny_config(tmp_path, tiny_cohort)
+    data = yaml.safe_load(config.read_text())
+    del data["manifest"]
+    config.write_text(yaml.safe_dump(data))
+    args = ["compare", "--config", config, "--out", tmp_path / "out", "--methods", "du,kernel_du:weight",
+            "--label", "diagnosis"]
+    assert cli(args) == 2
+    assert "manifest: Field required" in capsys.readouterr().err  # without --manifest
+    assert cli([*args, "--manifest", tiny_cohort]) == 2
+    err = capsys.readouterr().err
+    assert "'weight'" in err and "Field required" not in err  # validated with the given manifest
+    assert not (tmp_path / "out").exists()

@@ -36,9 +36,9 @@ def compare_command(
     from medcl.train.config import load_config
 
     arms = parse_arms(methods)
+    if manifest is not None:  # as an override, so a base config without a manifest line validates
+        overrides = [*(overrides or []), f"manifest={manifest.expanduser().resolve()}"]
     base = load_config(config, overrides)
-    if manifest is not None:
-        base = base.model_copy(update={"manifest": str(manifest.expanduser().resolve())})
     settings = CompareSettings(labels=list(labels), seeds=seeds, folds=folds, baseline=baseline,
                                title=f"medcl compare: {Path(base.manifest).parent.name}")
     result = run_comparison(base, arms, out, settings, on_line=lambda line: typer.echo(line))

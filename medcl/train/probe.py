@@ -28,6 +28,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from medcl.atomic import json_safe
 from medcl.errors import MedclInputError
 
 LabelKind = Literal["binary", "multiclass", "continuous"]
@@ -97,7 +98,7 @@ class ProbeResult:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (NaN becomes None)."""
-        return _json_safe(asdict(self))
+        return json_safe(asdict(self))
 
     def to_frame(self):
         """One row per (probe, train_size, metric) as a pandas DataFrame (per-fold values dropped)."""
@@ -116,18 +117,6 @@ class ProbeResult:
                 f"{r['mean']:>7.3f} {r['std']:>7.3f}  {ci}"
             )
         return "\n".join(lines)
-
-
-def _json_safe(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_json_safe(v) for v in obj]
-    if isinstance(obj, np.generic):
-        obj = obj.item()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
 
 
 # ---------------------------------------------------------------------------------------------
@@ -480,7 +469,7 @@ def _cross_validate(x, y, g, kind, fold_of, fold_ids, sizes, probes, metric_name
                         x[idx], y[idx], g[idx], kind, inner_folds=inner_folds, seed=seed, neighbors=neighbors
                     )
                 if size == "all":
-                    chosen[probe].append(_json_safe(params))
+                    chosen[probe].append(json_safe(params))
                 for m, v in _scores(model, x[test_idx], y[test_idx], kind, n_classes).items():
                     scores[m].append(v)
     return per_fold, n_train, chosen
@@ -540,7 +529,7 @@ def write_probe_result(
 
     out_dir = Path(out_dir)
     name = name or label
-    data = {"label": label, **_json_safe(extra), **result.to_dict()}
+    data = {"label": label, **json_safe(extra), **result.to_dict()}
     json_path = write_json(out_dir / f"{name}.json", data)
     csv_path = out_dir / f"{name}.csv"
     frame = result.to_frame()
