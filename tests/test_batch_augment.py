@@ -358,7 +358,7 @@ def test_config_plain_string_means_the_preset(synthetic_2d_manifest: Path) -> No
     base = {"manifest": str(synthetic_2d_manifest)}
     plain = parse_config({**base, "augmentation": "xray2d"})
     assert plain.augmentation == parse_config({**base, "augmentation": {"preset": "xray2d"}}).augmentation
-    assert plain.augmentation.backend == "batched" and plain.augmentation.strength == 1.0
+    assert plain.augmentation.backend == "monai" and plain.augmentation.strength == 1.0
     both = parse_config({**base, "augmentation": "xray2d"},
                         overrides=["augmentation.backend=monai", "augmentation.strength=0.5"])
     assert (both.augmentation.preset, both.augmentation.backend, both.augmentation.strength) == (
@@ -407,8 +407,8 @@ def test_monai_backend_trains_and_old_run_dirs_resume_on_it(synthetic_2d_manifes
 
 def test_training_makes_every_batch_of_views_after_transfer(synthetic_2d_manifest: Path, tmp_path: Path,
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    """The default (batched) run: the loader serves images, the module's hook makes the views of
-    every training batch for the current epoch."""
+    """A batched run: the loader serves images, the module's hook makes the views of every training
+    batch for the current epoch."""
     calls = []
     make_views = PretrainModule.make_views
 
@@ -417,7 +417,8 @@ def test_training_makes_every_batch_of_views_after_transfer(synthetic_2d_manifes
         return make_views(self, batch, epoch)
 
     monkeypatch.setattr(PretrainModule, "make_views", spy)
-    config = write_config(tmp_path, synthetic_2d_manifest, method="du", epochs=2)
+    config = write_config(tmp_path, synthetic_2d_manifest, method="du", epochs=2,
+                          augmentation={"preset": "auto", "backend": "batched"})
     out = tmp_path / "run"
     assert cli(["pretrain", "--config", config, "--out", out]) == 0
     steps = RunDir(out).summary()["steps"]
