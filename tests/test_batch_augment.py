@@ -338,7 +338,8 @@ def test_dataset_batched_backend_serves_images_and_the_module_makes_the_same_vie
     want = data.batch_augmentation(batch["image"], batch["index"], 2, 2)
 
     config = parse_config({"manifest": str(synthetic_3d_manifest), "method": "du", "seed": 4,
-                           "encoder": {"arch": "resnet10", "widths": [4, 8, 8, 16]}, "batch_size": 4})
+                           "encoder": {"arch": "resnet10", "widths": [4, 8, 8, 16]}, "batch_size": 4,
+                           "augmentation": {"backend": "batched"}})
     module = PretrainModule(prepare(config).config.model_dump(mode="json"))
     made = module.make_views(batch, epoch=2)
     assert "image" not in made and made["views"].shape == (4, 2, 1, 16, 16, 16)
