@@ -225,10 +225,10 @@ def finetune_run(
     from torch import nn
     from torch.utils.data import DataLoader
 
-    from medcl.atomic import write_json
+    from medcl.atomic import json_safe, write_json
     from medcl.data.cohort import Cohort
     from medcl.data.datasets import ImageDataset
-    from medcl.train.probe import _json_safe, _run_encoder
+    from medcl.train.probe import _run_encoder
 
     run_dir = Path(run_dir)
     cohort = Cohort.from_manifest(manifest)
@@ -313,7 +313,7 @@ def finetune_run(
         },
         "notes": notes,
     }
-    summary = _json_safe(copy.deepcopy(summary))
+    summary = json_safe(copy.deepcopy(summary))
     path = run_dir / "finetune" / f"{label}.json"
     if write:
         write_json(path, summary)
