@@ -61,7 +61,7 @@ def test_antipodal_pair_and_random_batches_match_numpy() -> None:
     normed = flat / np.linalg.norm(flat, axis=1, keepdims=True)
     assert projection_spread(z) == pytest.approx(np.sqrt(8) * normed.std(axis=0).mean(), rel=1e-9)
     assert effective_rank(z) == pytest.approx(_numpy_effective_rank(flat), rel=1e-9)
-    assert 1.0 < effective_rank(z) <= 8.0
+    assert effective_rank(z) > 0.75 * 8  # 12 isotropic points in 8 dimensions: close to full rank
 
 
 @pytest.mark.parametrize(("method", "options", "expected"), [

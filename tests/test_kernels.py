@@ -219,7 +219,11 @@ def test_serialisation_round_trip_gives_identical_matrices():
     reference = kernel.to_dict()["fitted"]["references"]
     n_age = (~missing[:, 0]).sum()
     assert len(reference["age"]["points"]) == min(REFERENCE_GROUPS, n_age // MIN_GROUP)
-    assert 1 < len(reference["vae"]["points"]) <= REFERENCE_GROUPS and len(reference["emb"]["points"]) == 1
+    vae, n_vae = reference["vae"], (~missing[:, 5]).sum()
+    assert 1 < len(vae["points"]) <= min(REFERENCE_GROUPS, n_vae // MIN_GROUP)
+    weights = np.asarray(vae["weights"])  # each group pools >= MIN_GROUP training subjects
+    assert weights.sum() == pytest.approx(1.0) and np.all(weights * n_vae >= MIN_GROUP - 1e-6)
+    assert len(reference["emb"]["points"]) == 1
     assert len(reference["site"]["points"]) == 3  # the categories seen in training
     unfitted = PriorKernel.from_dict(_mixed_kernel().to_dict())
     assert not unfitted.is_fitted and unfitted.bandwidths == {"age": None, "vae": None}
