@@ -564,16 +564,17 @@ def plan(base: PretrainConfig, arms: Sequence[Arm], settings: CompareSettings) -
 
 
 def _held_out(cohort: Cohort, run_path: Path | None) -> np.ndarray:
-    """Cohort rows outside the pretraining split (from the run's split.csv when it has one)."""
-    split = np.asarray(cohort.split())
-    if run_path is not None and (run_path / "split.csv").is_file():
-        import pandas as pd
+    """Cohort rows outside the pretraining split: the run's own split.csv when it has one (read as
+    `medcl probe` reads it), else the cohort's split (random init)."""
+    if run_path is None or not (run_path / "split.csv").is_file():
+        return np.flatnonzero(np.asarray(cohort.split()) != "train")
+    from medcl.train.run_dir import RunDir
 
-        table = pd.read_csv(run_path / "split.csv", dtype=str, keep_default_na=False)
-        if list(table["subject_id"]) != list(cohort.subject_ids):
-            raise MedclInputError(f"{run_path}/split.csv does not list this cohort's subjects; delete the run")
-        split = table["split"].to_numpy()
-    return np.flatnonzero(split != "train")
+    ids = np.asarray([str(i) for i in cohort.subject_ids], dtype=object)
+    train_ids = RunDir(run_path).pretraining_subject_ids()
+    if not train_ids <= set(ids):
+        raise MedclInputError(f"{run_path}/split.csv does not list this cohort's subjects; delete the run")
+    return np.flatnonzero(~np.isin(ids, list(train_ids)))
 
 
 def _ensure_run(item: _Planned, run_path: Path) -> tuple[bool, float]:
