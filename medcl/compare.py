@@ -177,7 +177,8 @@ class CompareSettings:
     """What to compare and how to probe (the base config fixes encoder and budget).
 
     ``seeds``: runs per arm (seeds 0..seeds-1); ``labels``: manifest labels to probe; ``folds``:
-    outer folds of the patient-level probe CV; ``baseline``: the arm differences refer to;
+    outer folds of the patient-level probe CV; ``repeats``: fresh fold draws of that CV, averaged
+    (the fold draw alone moves a 160-subject AUC by 0.02-0.05); ``baseline``: the arm differences refer to;
     ``train_sizes``: label-efficiency points (training patients per fold, "all" always included);
     ``colour_by``: attributes the report's embedding plots are also coloured by.
     """
@@ -185,6 +186,7 @@ class CompareSettings:
     labels: list[str]
     seeds: int = 3
     folds: int = 5
+    repeats: int = 3
     baseline: str = "du"
     train_sizes: list[int | str] = field(default_factory=lambda: ["all"])
     colour_by: list[str] = field(default_factory=list)
@@ -201,6 +203,8 @@ class CompareSettings:
             raise MedclInputError(f"--seeds must be >= 1, got {self.seeds}")
         if self.folds < 2:
             raise MedclInputError(f"--folds must be >= 2, got {self.folds}")
+        if self.repeats < 1:
+            raise MedclInputError(f"--repeats must be >= 1, got {self.repeats}")
         names = [a.name for a in arms]
         if self.baseline not in names:
             raise MedclInputError(f"--baseline {self.baseline!r} is not one of the arms {names}")
@@ -448,7 +452,8 @@ class Comparison:
             better = "lower" if lower_is_better(metric) else "higher"
             ci_name = "95% CI over seeds" if n_seeds > 1 else "95% CI over folds*"
             lines.append(f"{label} · {metric} ({better} is better) · {n_seeds} seed(s) · linear probe, "
-                         f"{self.settings.folds}-fold patient-level CV on {self.held_out} held-out subjects")
+                         f"{self.settings.folds}-fold patient-level CV{_repeats(self.settings)} on {self.held_out} "
+                         "held-out subjects")
             lines.append(f"{'arm':<{width}}  {'mean':>7} {'± sd':>7}   {'Δ vs ' + base:>10}  {ci_name:<20} wins")
             for e in block:
                 marks = ("†" if e["proxy"] else "") + ("!" if e["collapsed"] else "")
@@ -471,6 +476,10 @@ class Comparison:
         if self.rows and max(r["seed"] for r in self.rows) == 0:
             lines.append("* one seed: the interval uses the folds (corrected resampled t); use --seeds 3 or more")
         return "\n".join(lines).rstrip()
+
+
+def _repeats(settings: CompareSettings) -> str:
+    return f" x {settings.repeats} draws" if settings.repeats > 1 else ""
 
 
 def _interval(diff: dict[str, Any], n_seeds: int) -> tuple[float, float]:
@@ -650,7 +659,7 @@ def run_comparison(
     """
     from medcl.data.datasets import ImageDataset
     from medcl.train.features import encode_dataset
-    from medcl.train.probe import probe_features, write_probe_result
+    from medcl.train.probe import MetricSummary, probe_features, write_probe_result
 
     arms = list(arms)
     say = on_line or (lambda _line: None)
@@ -694,18 +703,25 @@ def run_comparison(
         for label, kind in result.labels.items():
             y = cohort.label(label)[held_out]
             ok = np.isfinite(y)
-            probe = probe_features(feats[ok], y[ok], patients[held_out][ok], kind, n_folds=settings.folds,
-                                   seed=item.seed, train_sizes=settings.train_sizes)
-            write_probe_result(probe, run_path / "probe", label, encoder=item.arm.name, held_out=True)
             metric = _PRIMARY[kind]
-            summary = probe.metric(metric)
-            result.folds[(item.arm.name, item.seed, label)] = list(summary.per_fold)
+            per_fold: list[float] = []
+            second: list[float] = []
+            for r in range(settings.repeats):  # repeat r draws its folds with seed + 1000 r
+                probe = probe_features(feats[ok], y[ok], patients[held_out][ok], kind, n_folds=settings.folds,
+                                       seed=item.seed + 1000 * r,
+                                       train_sizes=settings.train_sizes if r == 0 else None)
+                if r == 0:  # the run's probe/ folder (label-efficiency curve included): the first draw
+                    write_probe_result(probe, run_path / "probe", label, encoder=item.arm.name, held_out=True)
+                per_fold += list(probe.metric(metric).per_fold)
+                second.append(probe.metric(_SECONDARY[kind]).mean)
+            summary = MetricSummary.from_folds(per_fold)
+            result.folds[(item.arm.name, item.seed, label)] = per_fold
             n_lab = int(ok.sum())
             n_train = float(next(r["n_train"] for r in probe.rows
                                  if r["probe"] == "linear" and r["train_size"] == "all"))
             ratios.append((n_lab - n_train) / max(n_train, 1.0))
             secondary = {m: None for m in sorted(set(_SECONDARY.values()))}
-            secondary[_SECONDARY[kind]] = probe.metric(_SECONDARY[kind]).mean
+            secondary[_SECONDARY[kind]] = float(np.mean(second))
             result.rows.append({
                 "arm": item.arm.name, "method": item.arm.method,
                 "prior": "+".join(item.arm.attributes or ()) or (item.arm.label or ""),
@@ -763,7 +779,8 @@ def _write_outputs(result: Comparison) -> None:
         pd.DataFrame(result.rows).to_csv(tmp, index=False)
     s = result.settings
     write_json(out / "summary.json", json_safe({
-        "settings": {"seeds": s.seeds, "labels": s.labels, "folds": s.folds, "baseline": s.baseline,
+        "settings": {"seeds": s.seeds, "labels": s.labels, "folds": s.folds, "repeats": s.repeats,
+                     "baseline": s.baseline,
                      "train_sizes": s.train_sizes},
         "arms": [{"name": a.name, "method": a.method, "attributes": list(a.attributes or []) or None,
                   "label": a.label, "description": a.description} for a in result.arms],
@@ -789,10 +806,10 @@ def comparison_html(result: Comparison) -> str:
     e = html.escape
     base = result.settings.baseline
     parts = [f'<p class="help">Linear probes on the {result.held_out} subjects outside the pretraining split '
-             f"({result.settings.folds}-fold patient-level CV); mean over seeds; Δ = paired difference to "
-             f"{e(base)} per seed with its 95% t-interval over seeds. † prior is the probed label or a close "
-             f"proxy (|r| ≥ {PROXY_CORRELATION} or CKA ≥ {PROXY_CKA} on the training split); "
-             "! training collapsed in some seed.</p>"]
+             f"({result.settings.folds}-fold patient-level CV{_repeats(result.settings)}); mean over seeds; "
+             f"Δ = paired difference to {e(base)} per seed with its 95% t-interval over seeds. "
+             f"† prior is the probed label or a close proxy (|r| ≥ {PROXY_CORRELATION} or CKA ≥ {PROXY_CKA} "
+             "on the training split); ! training collapsed in some seed.</p>"]
     for label, kind in result.labels.items():
         metric = _PRIMARY[kind]
         rows = []

@@ -66,8 +66,11 @@ class DemoSettings(BaseModel):
     max_pool: bool = False
     lr: float = 3e-3
     views: int = Field(2, ge=2)
+    augmentation_strength: float = Field(1.0, ge=0, description="scales every augmentation magnitude")
+    augmentation_backend: Literal["monai", "batched"] = "monai"
     vae_epochs: int = Field(15, ge=1)
     probe_folds: int = Field(5, ge=2)
+    probe_repeats: int = Field(3, ge=1, description="fold draws of the probe CV, averaged")
     methods: list[str] = list(METHOD_NAMES)
     generator: dict[str, Any] = Field(default_factory=dict, description="SyntheticConfig overrides")
 
@@ -76,7 +79,7 @@ class DemoSettings(BaseModel):
         """``quick``: a 2-minute smoke run; ``default``: <= 10 minutes on 2 CPU cores; ``full``: more."""
         presets: dict[str, dict[str, Any]] = {
             "quick": {"subjects": 160, "seeds": 1, "epochs": 3, "batch_size": 32, "vae_epochs": 3,
-                      "widths": [4, 8, 16, 32], "probe_folds": 3},
+                      "widths": [4, 8, 16, 32], "probe_folds": 3, "probe_repeats": 1},
             "default": {},
             "full": {"subjects": 1000, "seeds": 5, "epochs": 30, "vae_epochs": 30, "size": 48},
         }
@@ -163,6 +166,7 @@ def base_config(manifest: Path, s: DemoSettings) -> Any:
         "method": "du",
         "attributes": [],
         "views": s.views,
+        "augmentation": {"preset": "auto", "backend": s.augmentation_backend, "strength": s.augmentation_strength},
         "encoder": {"arch": "resnet18", "widths": s.widths, "first_stride": s.first_stride,
                     "max_pool": s.max_pool},
         "projection": {"hidden": 4 * s.widths[-1], "dim": 2 * s.widths[-1]},
@@ -203,7 +207,8 @@ def run_demo(
         say("training the VAE prior")
         manifest = _vae_manifest(manifest, s)
     arms = [m for m in METHODS if m.name in s.methods]
-    compare = CompareSettings(labels=list(LABELS), seeds=s.seeds, folds=s.probe_folds, baseline=BASELINE,
+    compare = CompareSettings(labels=list(LABELS), seeds=s.seeds, folds=s.probe_folds,
+                              repeats=s.probe_repeats, baseline=BASELINE,
                               train_sizes=[25, 50, "all"], colour_by=["site"],
                               title="medcl demo: does metadata help?")
     return run_comparison(base_config(manifest, s), arms, out, compare, on_line=say)

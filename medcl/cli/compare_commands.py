@@ -19,6 +19,7 @@ def compare_command(
     manifest: Path | None = typer.Option(None, "--manifest", "-m", help="cohort manifest (default: the config's)"),
     seeds: int = typer.Option(3, "--seeds", help="seeds per arm (0 .. S-1)"),
     folds: int = typer.Option(5, "--folds", help="outer folds of the held-out probe (patient-level)"),
+    repeats: int = typer.Option(3, "--repeats", help="fold draws of the probe CV, averaged (less noise)"),
     baseline: str = typer.Option("du", "--baseline", help="arm the paired differences refer to"),
     overrides: list[str] = typer.Option(
         [], "--set", help="override a base config key, dotted, value as YAML: --set epochs=10"
@@ -39,7 +40,7 @@ def compare_command(
     if manifest is not None:  # as an override, so a base config without a manifest line validates
         overrides = [*(overrides or []), f"manifest={manifest.expanduser().resolve()}"]
     base = load_config(config, overrides)
-    settings = CompareSettings(labels=list(labels), seeds=seeds, folds=folds, baseline=baseline,
+    settings = CompareSettings(labels=list(labels), seeds=seeds, folds=folds, repeats=repeats, baseline=baseline,
                                title=f"medcl compare: {Path(base.manifest).parent.name}")
     result = run_comparison(base, arms, out, settings, on_line=lambda line: typer.echo(line))
     typer.echo("\n" + result.table())
