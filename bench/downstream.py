@@ -23,8 +23,8 @@ def _rbf(a: np.ndarray) -> np.ndarray:
 
 
 def main() -> None:
-    from medcl.diagnostics import cka_permutation_test
-    from medcl.train.probe import probe_features
+    from medcl.evaluate.attributes import cka_permutation_test
+    from medcl.evaluate.probe import probe_features
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[500, 1000, 2000, 3000])

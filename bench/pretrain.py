@@ -38,10 +38,10 @@ def bench(dims: int, size: int, steps: int, workers: int, root: Path) -> dict[st
     the batched steps. Medians: other processes load the machine in bursts."""
     from medcl.data.datasets import MultiViewDataset, collate_multiview
     from medcl.data.synthetic import generate_cohort
-    from medcl.train.config import parse_config
-    from medcl.train.loader import EpochBatchSampler, ResumableLoader
-    from medcl.train.module import PretrainModule
-    from medcl.train.pretrain import prepare
+    from medcl.pretrain.config import parse_config
+    from medcl.pretrain.loader import EpochBatchSampler, ResumableLoader
+    from medcl.pretrain.module import PretrainModule
+    from medcl.pretrain.loop import prepare
 
     manifest = generate_cohort(root / f"c{dims}", dims=dims, subjects=16 * (steps + 2) * 2, size=size, seed=0)
     prep = prepare(parse_config(_config(manifest, dims, workers, "batched")))

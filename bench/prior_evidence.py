@@ -11,7 +11,7 @@ and seeds:
 
 plus ``random_init`` as the floor, then probes the label on the subjects outside the training split
 (linear probe, patient-level folds) and prints a table paired with DU over the seeds, with each arm's
-first/last epoch loss and its kernel's retained fraction (``medcl.kernel_spectrum``).
+first/last epoch loss and its kernel's retained fraction (``medcl.kernels.spectrum``).
 
 The oracle and noise attributes are added to a copy of the table in ``OUT/cohort/``; the user's
 files are only read. Runs are reused when their config is unchanged, so a table can be extended.
@@ -55,7 +55,7 @@ def base_config(args: argparse.Namespace, manifest: Path) -> dict[str, Any]:
 
 
 def arm_config(arm: str, args: argparse.Namespace, manifest: Path, seed: int) -> dict[str, Any]:
-    from medcl.train.config import apply_overrides
+    from medcl.pretrain.config import apply_overrides
 
     cfg = {**base_config(args, manifest), "seed": seed}
     fixed = {"du": [], "oracle": [f"oracle_{args.label}"], "noise": ["noise"]}
@@ -95,13 +95,13 @@ def main() -> None:
     from medcl.data.check_attributes import with_check_attributes
     from medcl.data.cohort import Cohort
     from medcl.data.datasets import ImageDataset
-    from medcl.kernel_spectrum import batch_spectrum
+    from medcl.kernels.spectrum import batch_spectrum
     from medcl.models.encoders import EncoderSpec, build_encoder
-    from medcl.train.config import parse_config
-    from medcl.train.features import encode_dataset
-    from medcl.train.pretrain import pretrain
-    from medcl.train.probe import probe_features
-    from medcl.train.run_dir import RunDir
+    from medcl.pretrain.config import parse_config
+    from medcl.evaluate.features import encode_dataset
+    from medcl.pretrain.loop import pretrain
+    from medcl.evaluate.probe import probe_features
+    from medcl.pretrain.run_dir import RunDir
 
     for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
         logging.getLogger(name).setLevel(logging.ERROR)

@@ -1,7 +1,7 @@
 """The embedded demo: does metadata help? Every method, same encoder, budget and seeds.
 
 ``medcl demo`` generates the synthetic cohort (:mod:`medcl.data.synthetic`), trains a VAE prior,
-then runs the comparison engine of ``medcl compare`` (:mod:`medcl.compare`) on it: one encoder per
+then runs the comparison engine of ``medcl compare`` (:mod:`medcl.evaluate.compare`) on it: one encoder per
 method and seed, diagnosis (ROC-AUC) and age (MAE) probed on the subjects no pretraining saw
 (patient-level cross-validation), paired differences against plain decoupled uniformity with 95%
 intervals over seeds, ``report.html``. Age is both a prior (kdu_age, y_aware_age) and a probed
@@ -9,7 +9,7 @@ label, so those arms carry the † mark on age.
 
 Everything in ``--out`` is reused only when it was made with the same settings: the cohort (keyed
 by its generator settings), the VAE latent (by its options and the cohort's content) and every run
-(by the fingerprint of its resolved config, cohort and medcl version; see :mod:`medcl.compare`).
+(by the fingerprint of its resolved config, cohort and medcl version; see :mod:`medcl.evaluate.compare`).
 
 Python use::
 
@@ -28,8 +28,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from medcl.atomic import write_json, write_text
-from medcl.compare import Arm, CompareSettings, Comparison, cohort_digest, run_comparison
 from medcl.errors import MedclInputError
+from medcl.evaluate.compare import Arm, CompareSettings, Comparison, cohort_digest, run_comparison
+from medcl.report.comparison import render_comparison
 from medcl.yaml_files import validation_problems
 
 BASELINE = "du"
@@ -125,7 +126,7 @@ def _cohort(out: Path, s: DemoSettings) -> Path:
 
 def vae_options(s: DemoSettings) -> Any:
     """The VAE prior's training options for these demo settings."""
-    from medcl.prior.vae import VAEOptions
+    from medcl.data.vae_prior import VAEOptions
 
     return VAEOptions(epochs=s.vae_epochs, latent_dim=8, batch_size=32, seed=0)
 
@@ -136,7 +137,7 @@ def _vae_manifest(manifest: Path, s: DemoSettings) -> Path:
     import yaml
 
     from medcl.data.cohort import Cohort
-    from medcl.prior.vae import fit_vae_prior
+    from medcl.data.vae_prior import fit_vae_prior
 
     features = manifest.parent / "vae_latent.csv"
     stamp = manifest.parent / VAE_STAMP
@@ -159,7 +160,7 @@ def _vae_manifest(manifest: Path, s: DemoSettings) -> Path:
 
 def base_config(manifest: Path, s: DemoSettings) -> Any:
     """The one pretraining config every arm starts from (the engine changes method and prior only)."""
-    from medcl.train.config import parse_config
+    from medcl.pretrain.config import parse_config
 
     return parse_config({
         "manifest": str(manifest),
@@ -211,4 +212,6 @@ def run_demo(
                               repeats=s.probe_repeats, baseline=BASELINE,
                               train_sizes=[25, 50, "all"], colour_by=["site"],
                               title="medcl demo: does metadata help?")
-    return run_comparison(base_config(manifest, s), arms, out, compare, on_line=say)
+    result = run_comparison(base_config(manifest, s), arms, out, compare, on_line=say)
+    render_comparison(result)
+    return result

@@ -26,7 +26,7 @@ def make_run_dir(path: Path, manifest: Path, *, seed: int = 0) -> Path:
     config.yaml, split.csv, encoder.safetensors + encoder.json (random weights)."""
     from medcl.data.cohort import Cohort
     from medcl.export import export_module
-    from medcl.train.pretrain import input_spec
+    from medcl.pretrain.loop import input_spec
 
     cohort = Cohort.from_manifest(manifest)
     m = cohort.manifest

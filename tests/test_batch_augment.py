@@ -38,10 +38,10 @@ from medcl.data.batch_augment import (  # the steps, checked one by one
 from medcl.data.datasets import MultiViewDataset, collate_multiview
 from medcl.data.transforms import preset_spec, spec_transforms, view_seed
 from medcl.errors import MedclInputError
-from medcl.train.config import parse_config
-from medcl.train.module import PretrainModule
-from medcl.train.pretrain import prepare
-from medcl.train.run_dir import RunDir
+from medcl.pretrain.config import parse_config
+from medcl.pretrain.module import PretrainModule
+from medcl.pretrain.loop import prepare
+from medcl.pretrain.run_dir import RunDir
 
 
 def _blob(dims: int, n: int) -> torch.Tensor:

@@ -14,8 +14,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from medcl import compare
-from medcl.compare import (
+from medcl.evaluate import compare
+from medcl.evaluate.compare import (
     Arm,
     CompareSettings,
     Comparison,
@@ -241,8 +241,8 @@ def _tiny_config(folder: Path, manifest: Path) -> Path:
 @pytest.mark.timeout(240)
 def test_compare_end_to_end_held_out_probes_reuse_and_stale_runs(tiny_cohort: Path, tmp_path: Path,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    import medcl.train.features as features
-    import medcl.train.pretrain as pretrain_module
+    import medcl.evaluate.features as features
+    import medcl.pretrain.loop as pretrain_module
 
     trained: list[str] = []
     real_pretrain = pretrain_module.pretrain
@@ -330,8 +330,8 @@ def test_cli_errors_exit_2_name_the_culprit_and_write_nothing(
 
 
 def test_arm_config_changes_only_method_prior_seed_and_its_own_overrides() -> None:
-    from medcl.compare import arm_config
-    from medcl.train.config import parse_config
+    from medcl.evaluate.compare import arm_config
+    from medcl.pretrain.config import parse_config
 
     base = parse_config({"manifest": "m.yaml", "method": "kernel_du", "attributes": ["score1"], "epochs": 7,
                          "label": "diagnosis", "loss": {"temperature": 0.2}})
@@ -348,7 +348,7 @@ def test_arm_config_changes_only_method_prior_seed_and_its_own_overrides() -> No
 
 
 def test_eta_uses_each_arms_own_time_then_arms_that_train_alike() -> None:
-    from medcl.compare import _clock, _expected
+    from medcl.evaluate.compare import _clock, _expected
 
     arms = parse_arms("du,kernel_du:age,random_init")
     du, kdu, rand = arms

@@ -13,8 +13,8 @@ import torch
 from _pretrain_helpers import cli, write_config
 from safetensors.torch import load_file
 
-from medcl.train.launcher import RUN_DIR_VARIABLE
-from medcl.train.run_dir import RunDir
+from medcl.pretrain.launcher import RUN_DIR_VARIABLE
+from medcl.pretrain.run_dir import RunDir
 
 # Per-sample normalisation only (no BatchNorm), so the forward pass does not depend on how the
 # batch is split over processes; the loss then sees the same global batch either way.

@@ -29,8 +29,8 @@ def test_settings_refuse_unknown_methods_and_a_missing_baseline() -> None:
 def test_tiny_demo_runs_every_arm_marks_age_and_never_mixes_settings(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import medcl.prior.vae as vae
-    import medcl.train.pretrain as pretrain_module
+    import medcl.data.vae_prior as vae
+    import medcl.pretrain.loop as pretrain_module
 
     trained: list[str] = []
     real_pretrain = pretrain_module.pretrain

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from medcl.diagnostics import (
+from medcl.evaluate.attributes import (
     attribute_alignment,
     centered_kernel_alignment,
     cka_permutation_test,

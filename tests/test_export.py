@@ -147,7 +147,7 @@ def test_bundle_preprocessing_gives_the_tensor_medcl_trains_on(tmp_path, make, k
 
     from medcl.data.manifest import parse_manifest
     from medcl.data.transforms import preprocessing_transforms
-    from medcl.train.pretrain import input_spec
+    from medcl.pretrain.loop import input_spec
 
     name = {"_nifti": "img.nii.gz", "_rgb_png": "img.png", "_dicom_series": "series"}[make.__name__]
     image = make(tmp_path / name)

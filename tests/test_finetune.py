@@ -12,7 +12,7 @@ from downstream_helpers import make_run_dir
 
 from medcl.cli import main
 from medcl.errors import MedclInputError
-from medcl.train.finetune import finetune_run
+from medcl.evaluate.finetune import finetune_run
 
 
 @pytest.fixture(scope="module")

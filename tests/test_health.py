@@ -14,13 +14,13 @@ import torch
 from _pretrain_helpers import cli, write_config
 
 from medcl.losses import build_loss
-from medcl.train.health import (
+from medcl.pretrain.health import (
     HealthMonitor,
     diagnose,
     effective_rank,
     projection_spread,
 )
-from medcl.train.run_dir import RunDir
+from medcl.pretrain.run_dir import RunDir
 
 
 def _numpy_effective_rank(x: np.ndarray) -> float:

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from medcl.errors import MedclInputError
-from medcl.kernel_spectrum import batch_spectrum, resolve_lam, spectrum_table, spectrum_warning
+from medcl.kernels.spectrum import batch_spectrum, resolve_lam, spectrum_table, spectrum_warning
 from medcl.kernels import KernelTerm, PriorKernel
 from medcl.losses import decoupled_uniformity
 
@@ -132,8 +132,8 @@ def test_batch_spectrum_needs_two_subjects() -> None:
 
 
 def test_cli_default_instance_weight_matches_the_config() -> None:
-    from medcl.cli.downstream_commands import DEFAULT_INSTANCE_WEIGHT as cli_default
-    from medcl.train.config import DEFAULT_INSTANCE_WEIGHT, PriorOptions
+    from medcl.cli.evaluate_commands import DEFAULT_INSTANCE_WEIGHT as cli_default
+    from medcl.pretrain.config import DEFAULT_INSTANCE_WEIGHT, PriorOptions
 
     assert cli_default == DEFAULT_INSTANCE_WEIGHT == PriorOptions().instance_weight
     assert math.isfinite(cli_default)
@@ -146,7 +146,7 @@ def test_pretraining_writes_the_spectrum_and_warns_about_a_low_rank_prior(
 
     from _pretrain_helpers import cli, write_config
 
-    from medcl.train.run_dir import RunDir
+    from medcl.pretrain.run_dir import RunDir
 
     # A single binary attribute without the instance term keeps 2 of 12 directions: a warning.
     low = write_config(tmp_path, synthetic_3d_manifest, method="kernel_du", attributes=["sex"], epochs=1,
@@ -177,6 +177,6 @@ def test_pretraining_writes_the_spectrum_and_warns_about_a_low_rank_prior(
 
 
 def PriorOptionsDefault() -> float:
-    from medcl.train.config import PriorOptions
+    from medcl.pretrain.config import PriorOptions
 
     return PriorOptions().instance_weight

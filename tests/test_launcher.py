@@ -8,7 +8,7 @@ import pytest
 from _pretrain_helpers import cli, write_config
 
 from medcl.errors import MedclInputError
-from medcl.train.launcher import RUN_DIR_VARIABLE, default_run_dir, launch_info
+from medcl.pretrain.launcher import RUN_DIR_VARIABLE, default_run_dir, launch_info
 
 RANK_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "GROUP_RANK", "NODE_RANK", "SLURM_PROCID", "SLURM_NTASKS",
                   "SLURM_NODEID", "SLURM_LOCALID", RUN_DIR_VARIABLE)
@@ -83,8 +83,8 @@ def test_only_global_rank_zero_checks_that_the_run_directory_is_new(synthetic_3d
     assert cli(["pretrain", "--config", config, "--out", busy]) == 2  # rank 0 refuses a used folder
     assert "exists and is not empty" in capsys.readouterr().err
 
-    import medcl.train.pretrain as pretrain_module
-    from medcl.train.config import load_config
+    import medcl.pretrain.loop as pretrain_module
+    from medcl.pretrain.config import load_config
 
     started = []
     monkeypatch.setattr(pretrain_module, "_run", lambda cfg, run, resuming: started.append(run.path) or run)

@@ -14,7 +14,7 @@ from sklearn.preprocessing import StandardScaler
 
 from medcl.data.cohort import Cohort
 from medcl.data.datasets import ImageDataset
-from medcl.train.callbacks import OnlineProbe
+from medcl.pretrain.callbacks import OnlineProbe
 
 
 class PooledFeatures(torch.nn.Module):

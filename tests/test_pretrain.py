@@ -15,8 +15,8 @@ from safetensors.torch import load_file
 
 from medcl.data.cohort import Cohort
 from medcl.kernels import PriorKernel
-from medcl.train.config import load_config
-from medcl.train.run_dir import RunDir
+from medcl.pretrain.config import load_config
+from medcl.pretrain.run_dir import RunDir
 
 METHOD_OPTIONS = {
     "kernel_du": {"attributes": ["age", "score1"]},

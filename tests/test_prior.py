@@ -43,7 +43,7 @@ def test_vae_prior_refuses_unknown_format(synthetic_2d_manifest: Path, tmp_path:
 def test_vae_prior_is_fitted_on_the_training_split_only(synthetic_2d_manifest: Path, tmp_path: Path) -> None:
     from PIL import Image
 
-    from medcl.prior.vae import VAEOptions, fit_vae_prior
+    from medcl.data.vae_prior import VAEOptions, fit_vae_prior
 
     same, changed = tmp_path / "same", tmp_path / "changed"
     shutil.copytree(synthetic_2d_manifest.parent, same)

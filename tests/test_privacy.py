@@ -13,7 +13,7 @@ import yaml
 from _pretrain_helpers import cli, write_config
 
 from medcl.data.synthetic import generate_cohort
-from medcl.train.run_dir import RunDir
+from medcl.pretrain.run_dir import RunDir
 
 FIRST = ["Jane", "John", "Maria", "Ahmed", "Wei", "Olga", "Kwame", "Lucia"]
 LAST = ["Doe", "Smith", "Garcia", "Haddad", "Zhang", "Ivanova", "Mensah", "Rossi"]

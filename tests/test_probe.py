@@ -6,15 +6,9 @@ import numpy as np
 import pytest
 
 from medcl.errors import MedclInputError
-from medcl.train.probe import (
-    MetricSummary,
-    _inner_splits,
-    _subsample_patients,
-    check_patient_folds,
-    probe_features,
-    probe_run,
-    write_probe_result,
-)
+from medcl.evaluate.metrics import MetricSummary, write_probe_result
+from medcl.evaluate.probe import _inner_splits, _subsample_patients, check_patient_folds, probe_features
+from medcl.evaluate.probe_run import probe_run
 
 FAST = {"Cs": (0.1, 1.0), "alphas": (0.1, 10.0), "inner_folds": 2}
 
@@ -87,7 +81,7 @@ def test_label_efficiency_curve_uses_requested_patient_counts():
 
 def test_outer_folds_never_split_a_patient():
     _x, y, groups = _separable(n_patients=30)
-    from medcl.train.probe import _outer_folds
+    from medcl.evaluate.probe import _outer_folds
 
     codes = np.unique(groups, return_inverse=True)[1]
     folds = _outer_folds(y.astype(int), codes, "binary", 5, seed=3)
@@ -224,7 +218,7 @@ def test_cli_probe_bad_inputs_exit_2(run_dir, synthetic_3d_manifest, tmp_path, c
 
 def _spy_encoded_indices(monkeypatch) -> list:
     """Record the cohort rows ``probe_run`` encodes (the only subjects it can score)."""
-    import medcl.train.features as features
+    import medcl.evaluate.features as features
 
     calls: list = []
     real = features.encode_cohort

@@ -6,7 +6,7 @@ import io
 
 import pytest
 
-from medcl.cli.progress import ProgressLines, format_duration, format_rate, is_terminal
+from medcl.pretrain.progress import ProgressLines, format_duration, format_rate, is_terminal
 
 
 class FakeClock:

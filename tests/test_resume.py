@@ -12,8 +12,8 @@ import torch
 from _pretrain_helpers import cli, write_config
 from safetensors.torch import load_file
 
-from medcl.train.loader import EpochBatchSampler
-from medcl.train.run_dir import RunDir
+from medcl.pretrain.loader import EpochBatchSampler
+from medcl.pretrain.run_dir import RunDir
 
 EPOCHS = 4
 
@@ -39,7 +39,7 @@ def test_sigkill_then_resume_matches_uninterrupted_run(synthetic_3d_manifest: Pa
     # written: the same moment on every machine, however fast or busy it is.
     child = (
         "import os, signal, sys\n"
-        "from medcl.train.callbacks import RunCheckpoints\n"
+        "from medcl.pretrain.callbacks import RunCheckpoints\n"
         "save = RunCheckpoints.on_train_batch_end\n"
         "def save_then_die(self, trainer, *args):\n"
         "    save(self, trainer, *args)\n"

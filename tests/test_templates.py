@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from medcl.data.manifest import parse_manifest
-from medcl.train.config import parse_config
+from medcl.pretrain.config import parse_config
 
 ROOT = Path(__file__).resolve().parents[1]
 

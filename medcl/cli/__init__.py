@@ -23,9 +23,15 @@ app = typer.Typer(
     rich_markup_mode="markdown",
 )
 
-from medcl.cli import data_commands, demo_commands, downstream_commands, pretrain_commands  # noqa: E402
+from medcl.cli import (  # noqa: E402
+    data_commands,
+    demo_commands,
+    evaluate_commands,
+    export_commands,
+    pretrain_commands,
+)
 
-for _module in (data_commands, pretrain_commands, downstream_commands, demo_commands):
+for _module in (data_commands, pretrain_commands, evaluate_commands, export_commands, demo_commands):
     _module.register(app)
 from medcl.cli import synth_commands  # noqa: E402
 

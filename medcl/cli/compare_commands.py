@@ -33,8 +33,9 @@ def compare_command(
     --set epochs=10 --methods du,kernel_du:age,y_aware:age,supervised:diagnosis,random_init
     --label diagnosis --label age --seeds 3 --out cmp`
     """
-    from medcl.compare import CompareSettings, parse_arms, run_comparison
-    from medcl.train.config import load_config
+    from medcl.evaluate.compare import CompareSettings, parse_arms, run_comparison
+    from medcl.pretrain.config import load_config
+    from medcl.report.comparison import render_comparison
 
     arms = parse_arms(methods)
     if manifest is not None:  # as an override, so a base config without a manifest line validates
@@ -43,6 +44,7 @@ def compare_command(
     settings = CompareSettings(labels=list(labels), seeds=seeds, folds=folds, repeats=repeats, baseline=baseline,
                                title=f"medcl compare: {Path(base.manifest).parent.name}")
     result = run_comparison(base, arms, out, settings, on_line=lambda line: typer.echo(line))
+    render_comparison(result)
     typer.echo("\n" + result.table())
     typer.echo(
         f"\n{len(result.rows) // max(len(settings.labels), 1)} runs in {result.elapsed_s / 60:.1f} min.\n"

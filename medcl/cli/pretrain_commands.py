@@ -34,21 +34,21 @@ def pretrain_command(
     if resume is not None and (config is not None or out is not None):
         raise MedclInputError("--resume continues a run with its own config: do not combine it with --config/--out")
 
-    from medcl.train.module import NonFiniteLossError
-    from medcl.train.pretrain import pretrain
-    from medcl.train.pretrain import resume as resume_run
+    from medcl.pretrain.loop import pretrain
+    from medcl.pretrain.loop import resume as resume_run
+    from medcl.pretrain.module import NonFiniteLossError
 
     try:
         if resume is not None:
             run = resume_run(resume, overrides)
         else:
-            from medcl.train.config import load_config
+            from medcl.pretrain.config import load_config
 
             cfg = load_config(config, overrides)
             if out is None:
                 import os
 
-                from medcl.train.launcher import RUN_DIR_VARIABLE, default_run_dir
+                from medcl.pretrain.launcher import RUN_DIR_VARIABLE, default_run_dir
 
                 out = default_run_dir(config.stem, cfg.method)
                 if cfg.num_nodes > 1 or str(cfg.devices) != "1":  # Lightning's device processes reuse it
@@ -96,7 +96,7 @@ def prior_vae_command(
 
     Example: `medcl prior vae --manifest data/manifest.yaml --out data/vae.csv --epochs 30`
     """
-    from medcl.prior.vae import VAEOptions, fit_vae_prior
+    from medcl.data.vae_prior import VAEOptions, fit_vae_prior
 
     path = fit_vae_prior(manifest, out, VAEOptions(epochs=epochs, latent_dim=latent_dim,
                                                    batch_size=batch_size, lr=lr, seed=seed))

@@ -16,7 +16,7 @@ from pathlib import Path
 from monai.data import ITKReader, NibabelReader, PILReader, PydicomReader
 from monai.utils import ensure_tuple
 
-from medcl.data.readers import image_format
+from medcl.data.image_formats import image_format
 
 # MONAI's LoadImage instantiates every known reader, including the GPU-only nvImageCodec DICOM one,
 # which then warns on every load on a machine without it. Its fallback is the plain pydicom decoder

@@ -5,6 +5,10 @@ root), parses attributes and labels according to the manifest, and checks the sp
 problem found is collected and raised together as :class:`~medcl.errors.InputProblems`, each line
 naming the file, row (counted from 1 at the first data row) and column. The result is read-only:
 accessors return fresh arrays.
+
+Why this size: :class:`Cohort` and :func:`parse_cohort`, its only constructor, share private
+value types (``_Attribute``, ``_Label``) and the problem collector; half the file is the parser's
+per-column checks, which name the file, row and column of every problem.
 """
 
 from __future__ import annotations

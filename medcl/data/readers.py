@@ -23,41 +23,19 @@ from __future__ import annotations
 import gzip
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from monai.transforms import LoadImaged
 
-NIFTI_SUFFIXES = (".nii", ".nii.gz")
-PIL_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
-ITK_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")
-
-ImageFormat = Literal["nifti", "dicom", "pil", "itk"]
-
-
-def _is_dicom_file(path: Path) -> bool:
-    if path.suffix.lower() == ".dcm":
-        return True
-    try:
-        with open(path, "rb") as fh:
-            fh.seek(128)
-            return fh.read(4) == b"DICM"
-    except OSError:
-        return False
-
-
-def image_format(path: Path) -> ImageFormat | None:
-    """The format of an image path (see the module table), or None when not supported."""
-    name = path.name.lower()
-    if name.endswith(NIFTI_SUFFIXES):
-        return "nifti"
-    if name.endswith(PIL_SUFFIXES):
-        return "pil"
-    if name.endswith(ITK_SUFFIXES):
-        return "itk"
-    if path.is_dir() or _is_dicom_file(path):
-        return "dicom"
-    return None
+from medcl.data.image_formats import (  # noqa: F401  (re-exported: the format table lives here)
+    ITK_SUFFIXES,
+    NIFTI_SUFFIXES,
+    PIL_SUFFIXES,
+    ImageFormat,
+    _is_dicom_file,
+    image_format,
+)
 
 
 def load_image_transform(keys: str | Sequence[str] = "image", *, channels: int = 1, **kwargs) -> LoadImaged:

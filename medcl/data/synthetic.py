@@ -14,6 +14,9 @@ that random augmentation does not remove, so instance discrimination alone latch
   (secondary capture). With apparent age the heart enlarges, lungs get denser, ribs fainter.
 
 Same seed and settings give byte-identical tables and images.
+
+Why this size: one generative story (table, anatomy, site effects) and its four writers
+(NIfTI, PNG, DICOM, manifest); the pieces share the config and seeds, so they stay together.
 """
 
 from __future__ import annotations

@@ -50,7 +50,7 @@ class LossModule(nn.Module):
     def collapse_value(self, n: int, views: int) -> float:
         """The loss of a batch of n subjects x ``views`` views whose embeddings all coincide.
 
-        A training loss stuck there means the run collapsed (:mod:`medcl.train.health`). This
+        A training loss stuck there means the run collapsed (:mod:`medcl.pretrain.health`). This
         default is the uniformity losses' value, ``log mean exp(-t * 0) = 0``; InfoNCE-type losses
         override it (``log(nV - 1)``: every logit equal).
         """

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from medcl.report.artefacts import write_embeddings, write_kernel_batch
+from medcl.evaluate.artefacts import write_embeddings, write_kernel_batch
 
 if TYPE_CHECKING:
     from medcl.report.collect import RunArtefacts, collect_run, collect_runs

@@ -1,11 +1,11 @@
 """Read whatever a run directory holds for the report, tolerating missing or damaged files.
 
-Every artefact is optional (see :mod:`medcl.report.artefacts` for the file list). A file that is
+Every artefact is optional (see :mod:`medcl.evaluate.artefacts` for the file list). A file that is
 absent leaves its field empty; a file that is present but unreadable leaves it empty too and adds
 a line to ``RunArtefacts.notes``. Only a directory that does not exist, or holds nothing
 readable at all, is an error.
 
-Probe results, ``probe/<label>.json``, as written by ``medcl.train.probe.write_probe_result``::
+Probe results, ``probe/<label>.json``, as written by ``medcl.evaluate.probe.write_probe_result``::
 
     {"label": "diagnosis", "kind": "binary" | "multiclass" | "continuous",
      "n_subjects": 120, "n_patients": 100, "n_folds": 5, ...other scalars (shown as details),
@@ -26,6 +26,10 @@ with a metric given as a bare number (the mean), a list of per-fold values, or a
 ``ci: [low, high]``; sizes under ``train_size`` / ``n_train`` / ``size`` / ``fraction``; a file
 holding a list of results. ``label`` defaults to the file name. Null (NaN) bounds are shown as
 missing.
+
+Why this size: one tolerant reader per artefact (config, metrics, probes, embeddings, kernel,
+spectrum, health, attributes), each turning a damaged file into a note, plus the record types the
+page is built from.
 """
 
 from __future__ import annotations
@@ -42,7 +46,7 @@ import numpy as np
 import yaml
 
 from medcl.errors import MedclInputError
-from medcl.report.artefacts import (
+from medcl.evaluate.artefacts import (
     ATTRIBUTES_FILE,
     CONFIG_FILE,
     EMBEDDINGS_FILE,
@@ -55,6 +59,7 @@ from medcl.report.artefacts import (
     SUMMARY_FILE,
     is_id_name,
 )
+from medcl.kernels.public import public_kernel
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -253,7 +258,7 @@ def read_probe(file: str | os.PathLike) -> list[ProbeResult]:
 
 
 def _from_rows(rows: list[Any]) -> tuple[dict[str, MetricSummary], list[EfficiencyPoint]]:
-    """Metrics and label-efficiency points from ``medcl.train.probe`` rows.
+    """Metrics and label-efficiency points from ``medcl.evaluate.probe`` rows.
 
     Rows with ``train_size == "all"`` give the metrics (the kNN probe's as ``"<metric> (knn)"``);
     the linear probe's rows at every training size give the curve, placed at ``n_train`` (mean
@@ -289,32 +294,6 @@ def redact_ids(obj: Any) -> Any:
     if isinstance(obj, list):
         return [redact_ids(v) for v in obj]
     return obj
-
-
-def public_kernel(kernel: Any) -> Any:
-    """What a report or an export may show of a fitted kernel dict (``PriorKernel.to_dict()``).
-
-    Keeps the combination and, per term, its name, kind, weight and (fitted) bandwidth; the
-    imputation reference (training-cohort summaries) is replaced by its size. Anything that is
-    not a kernel dict comes back as a short placeholder.
-    """
-    if not isinstance(kernel, dict) or not isinstance(kernel.get("terms"), list):
-        return None if kernel is None else "<not a kernel description; not shown>"
-    fitted = kernel.get("fitted") if isinstance(kernel.get("fitted"), dict) else {}
-    bandwidths = fitted.get("bandwidths") if isinstance(fitted.get("bandwidths"), dict) else {}
-    references = fitted.get("references") if isinstance(fitted.get("references"), dict) else {}
-    terms = []
-    for term in kernel["terms"]:
-        if not isinstance(term, dict):
-            continue
-        name = term.get("name")
-        entry = {"name": name, "kind": term.get("kind"),
-                 "bandwidth": bandwidths.get(name, term.get("bandwidth")), "weight": term.get("weight")}
-        ref = references.get(name)
-        if isinstance(ref, dict) and isinstance(ref.get("points"), list):
-            entry["imputation_reference"] = f"<{len(ref['points'])} summary points; not shown>"
-        terms.append(entry)
-    return {"combine": kernel.get("combine"), "fitted": bool(fitted), "terms": terms}
 
 
 def public_config(config: dict[str, Any]) -> dict[str, Any]:

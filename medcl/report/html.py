@@ -5,6 +5,9 @@ overview, comparison table (several runs), training curves, probe table with con
 intervals, label-efficiency curves, 2D projection of embeddings, prior-kernel matrix of a batch,
 attribute diagnostics, resolved config. Every text taken from a run directory is escaped with
 ``html.escape``; identifier-like columns and config keys are never shown.
+
+Why this size: one function per page section (nine of them) and the escaping helpers they
+share; the plots are in :mod:`medcl.report.plots`, the data in :mod:`medcl.report.collect`.
 """
 
 from __future__ import annotations
@@ -22,8 +25,7 @@ import yaml
 
 from medcl.atomic import write_text
 from medcl.errors import MedclInputError
-from medcl.report import plots
-from medcl.report.artefacts import (
+from medcl.evaluate.artefacts import (
     ATTRIBUTES_FILE,
     CONFIG_FILE,
     EMBEDDINGS_FILE,
@@ -31,6 +33,7 @@ from medcl.report.artefacts import (
     METRICS_FILE,
     PROBE_DIR,
 )
+from medcl.report import plots
 from medcl.report.collect import (
     MetricSummary,
     RunArtefacts,

@@ -2,7 +2,7 @@
 
 On a terminal, training draws Lightning's live tqdm bar. Elsewhere a redrawn bar shows nothing
 useful until the end, so :class:`ProgressLines` prints one plain line per finished step instead,
-with the rate and the time left (``medcl.train.callbacks.PlainTextProgress`` uses it per epoch)::
+with the rate and the time left (``medcl.pretrain.callbacks.PlainTextProgress`` uses it per epoch)::
 
     [3/26] epoch 3 | 1m12s elapsed, 24.0 s/epoch, ETA 9m12s
 

@@ -148,7 +148,7 @@ def _predict(model, loader, device) -> tuple[np.ndarray, np.ndarray]:
 def _metrics(kind: str, out: np.ndarray, y: np.ndarray, n_classes: int, mean: float, std: float) -> dict:
     from scipy.special import expit, softmax
 
-    from medcl.train.probe import classification_metrics, regression_metrics
+    from medcl.evaluate.metrics import classification_metrics, regression_metrics
 
     if kind == "continuous":
         return regression_metrics(y, out[:, 0] * std + mean)
@@ -163,7 +163,7 @@ def check_split_agrees(run_dir: Path, cohort: Any, test_idx: np.ndarray) -> str 
 
     Raises MedclInputError naming how many and the first few ids.
     """
-    from medcl.train.run_dir import RunDir
+    from medcl.pretrain.run_dir import RunDir
 
     run = RunDir(run_dir)
     try:
@@ -228,7 +228,7 @@ def finetune_run(
     from medcl.atomic import json_safe, write_json
     from medcl.data.cohort import Cohort
     from medcl.data.datasets import ImageDataset
-    from medcl.train.probe import _run_encoder
+    from medcl.evaluate.probe_run import _run_encoder
 
     run_dir = Path(run_dir)
     cohort = Cohort.from_manifest(manifest)

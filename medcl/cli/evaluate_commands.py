@@ -1,7 +1,8 @@
-"""``medcl probe``, ``medcl finetune``, ``medcl attributes`` and ``medcl export``.
+"""``medcl probe``, ``medcl finetune`` and ``medcl attributes`` (the evaluate stage).
 
-Everything a diagnosis team does after pretraining: measure what the encoder learned (probes,
-fine-tuning), check which clinical attributes carry label information, and export the encoder.
+What a diagnosis team does after pretraining: measure what the encoder learned (probes,
+fine-tuning) and check which clinical attributes carry label information. ``medcl export`` is in
+:mod:`medcl.cli.export_commands`, ``medcl compare`` in :mod:`medcl.cli.compare_commands`.
 """
 
 from __future__ import annotations
@@ -10,8 +11,7 @@ from pathlib import Path
 
 import typer
 
-DEFAULT_INSTANCE_WEIGHT = 0.01  # medcl.train.config.DEFAULT_INSTANCE_WEIGHT (not imported: keeps --help fast)
-_FORMATS_HELP = "bundle | safetensors | torch-export | torchscript | onnx"
+DEFAULT_INSTANCE_WEIGHT = 0.01  # medcl.pretrain.config.DEFAULT_INSTANCE_WEIGHT (not imported: keeps --help fast)
 
 
 def _parse_sizes(text: str | None) -> list[int | str] | None:
@@ -70,7 +70,7 @@ def probe_command(
     Example: `medcl probe runs/s3d -m data/s3d/manifest.yaml --label diagnosis --train-sizes 10,20,all --knn`
     """
     from medcl.errors import MedclInputError
-    from medcl.train.probe import probe_run
+    from medcl.evaluate.probe_run import probe_run
 
     if subjects not in ("outside", "all"):
         raise MedclInputError(f"--subjects {subjects!r}: choose outside or all")
@@ -121,7 +121,7 @@ def finetune_command(
 
     Example: `medcl finetune runs/s3d --manifest data/s3d/manifest.yaml --label diagnosis --epochs 10`
     """
-    from medcl.train.finetune import finetune_run
+    from medcl.evaluate.finetune import finetune_run
 
     result = finetune_run(
         run_dir,
@@ -186,8 +186,8 @@ def attributes_command(
 
     from medcl.atomic import write_json
     from medcl.data.cohort import Cohort
-    from medcl.diagnostics import attribute_alignment
-    from medcl.kernel_spectrum import cohort_spectra, spectrum_table
+    from medcl.evaluate.attributes import attribute_alignment
+    from medcl.kernels.spectrum import cohort_spectra, spectrum_table
 
     cohort = Cohort.from_manifest(manifest, check_files=False)
     report = attribute_alignment(
@@ -224,37 +224,8 @@ def _parse_lam(text: str) -> float:
     return value
 
 
-def export_command(
-    run_dir: Path = typer.Argument(..., help="run directory of a finished pretraining"),
-    fmt: str = typer.Option("bundle", "--format", "-f", help=_FORMATS_HELP),
-    out: Path | None = typer.Option(
-        None, "--out", "-o", help="target (a folder for bundle); default RUN_DIR/export/encoder*"
-    ),
-    overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing target"),
-) -> None:
-    """Export the run's encoder; the artifact is reloaded and checked against the encoder first.
-
-    Formats: bundle (MONAI bundle folder; recommended), safetensors (+ .json spec),
-    torch-export (.pt2), torchscript (.pt; code: load only from trusted sources), onnx.
-    Load any of them with `medcl.load_encoder(path)`.
-
-    Example: `medcl export runs/s3d --format bundle --out exports/s3d_bundle`
-    """
-    from medcl.errors import MedclInputError
-    from medcl.export import FORMATS, export_encoder
-
-    if fmt not in FORMATS:
-        raise MedclInputError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
-    path = export_encoder(run_dir, fmt, out, overwrite=overwrite)  # type: ignore[arg-type]
-    typer.echo(f"exported {fmt} encoder (round-trip checked): {path}")
-    if fmt == "safetensors":
-        typer.echo(f"  architecture + input spec: {path.with_suffix('.json')}")
-    typer.echo(f"load it with: medcl.load_encoder({str(path)!r})")
-
-
 def register(app: typer.Typer) -> None:
     """Add this module's commands to ``app``."""
     app.command("probe")(probe_command)
     app.command("finetune")(finetune_command)
     app.command("attributes")(attributes_command)
-    app.command("export")(export_command)

@@ -118,7 +118,7 @@ def advice(method: str) -> str:
 
 
 class HealthMonitor:
-    """Epoch-by-epoch collapse check of a run (:class:`medcl.train.callbacks.TrainingHealth` feeds it).
+    """Epoch-by-epoch collapse check of a run (:class:`medcl.pretrain.callbacks.TrainingHealth` feeds it).
 
     Args:
         method: the run's method (for the advice in the warning).

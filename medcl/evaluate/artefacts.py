@@ -13,7 +13,7 @@ Files (all optional; the report shows what is present):
 - ``kernel.json``: the fitted prior kernel (``PriorKernel.to_dict()``).
 - ``attributes.json``: attribute diagnostics, a list of ``{"attribute", "cka", "p_value"}``.
 - ``summary.json``: the run's summary; the report reads its ``health`` entry (collapse check,
-  :mod:`medcl.train.health`).
+  :mod:`medcl.pretrain.health`).
 """
 
 from __future__ import annotations

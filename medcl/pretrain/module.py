@@ -19,8 +19,8 @@ from torch import nn
 
 from medcl.errors import MedclInputError
 from medcl.models.encoders import EncoderSpec, ProjectionHead, build_encoder
-from medcl.train.config import DEFAULT_TEMPERATURE, DU_METHODS, PretrainConfig
-from medcl.train.health import effective_rank, projection_spread
+from medcl.pretrain.config import DEFAULT_TEMPERATURE, DU_METHODS, PretrainConfig
+from medcl.pretrain.health import effective_rank, projection_spread
 
 
 class NonFiniteLossError(RuntimeError):
@@ -32,7 +32,7 @@ def loss_options(config: PretrainConfig, kernel: Any | None) -> dict[str, Any]:
     opts = config.loss
     method = config.method
     if method == "kernel_du":
-        from medcl.kernel_spectrum import resolve_lam
+        from medcl.kernels.spectrum import resolve_lam
 
         return {"kernel": kernel, "t": opts.t, "lam": resolve_lam(opts.lam, config.batch_size)}
     if method == "du":
@@ -42,7 +42,7 @@ def loss_options(config: PretrainConfig, kernel: Any | None) -> dict[str, Any]:
     temperature = opts.temperature if opts.temperature is not None else DEFAULT_TEMPERATURE[method]
     if method == "y_aware":
         if opts.sigma is None:
-            raise MedclInputError("loss.sigma: y_aware needs the resolved config (medcl.train.pretrain.prepare "
+            raise MedclInputError("loss.sigma: y_aware needs the resolved config (medcl.pretrain.loop.prepare "
                                   "fits sigma on the training split)")
         return {"temperature": temperature, "sigma": opts.sigma}
     if method == "supervised":
@@ -143,7 +143,7 @@ class PretrainModule(L.LightningModule):
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=n)
         self.log("train/lr", self.optimizers().param_groups[0]["lr"], on_step=True, on_epoch=False,
                  batch_size=n)
-        with torch.no_grad():  # training health (medcl.train.health): per-epoch means
+        with torch.no_grad():  # training health (medcl.pretrain.health): per-epoch means
             self.log("health/spread", projection_spread(z), on_step=False, on_epoch=True, batch_size=n)
             self.log("health/effective_rank", effective_rank(z), on_step=False, on_epoch=True, batch_size=n)
         if self.config.method in DU_METHODS:
@@ -160,7 +160,7 @@ class PretrainModule(L.LightningModule):
             sampler.set_epoch(self.current_epoch)
 
     def configure_optimizers(self) -> dict[str, Any]:
-        from medcl.train.optim import WarmupCosine, build_optimizer, param_groups
+        from medcl.pretrain.optim import WarmupCosine, build_optimizer, param_groups
 
         opt = self.config.optimizer
         optimizer = build_optimizer(

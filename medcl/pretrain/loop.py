@@ -2,12 +2,16 @@
 
 Python use::
 
-    from medcl.train.config import load_config
-    from medcl.train.pretrain import pretrain, resume
+    from medcl.pretrain.config import load_config
+    from medcl.pretrain.loop import pretrain, resume
 
     run = pretrain(load_config("pipelines/synthetic_3d.yaml"), "runs/synth3d")
     encoder = run.load_encoder()
     run = resume("runs/synth3d")          # continues from checkpoints/last.ckpt
+
+Why this size: preparation (cohort, kernel, spectrum), the trainer and the start / summary
+files of one run are the pretraining job's one sequence; the pieces it calls live beside it
+(module, callbacks, loader, run_dir).
 """
 
 from __future__ import annotations
@@ -26,8 +30,8 @@ import numpy as np
 
 from medcl.atomic import write_json, write_text
 from medcl.errors import MedclInputError
-from medcl.train.config import PretrainConfig, parse_config
-from medcl.train.run_dir import ENCODER_FORMAT, RunDir
+from medcl.pretrain.config import PretrainConfig, parse_config
+from medcl.pretrain.run_dir import ENCODER_FORMAT, RunDir
 
 
 @dataclass
@@ -104,7 +108,7 @@ def prepare(config: PretrainConfig) -> PreparedRun:
         kernel_dict = kernel.to_dict()
 
     from medcl.data.transforms import default_preset, preset_spec
-    from medcl.kernel_spectrum import resolve_lam
+    from medcl.kernels.spectrum import resolve_lam
 
     dims = manifest.image.spatial_dims
     encoder = config.encoder.resolved(dims, manifest.image.channels)
@@ -132,7 +136,7 @@ def resolve_loss_options(config: PretrainConfig, cohort: Any, names: list[str],
     ``sigma: null`` becomes ``y_aware_sigma_scale x`` the std of its attribute on the training
     split (:func:`medcl.losses.y_aware.y_aware_sigma`).
     """
-    from medcl.train.config import DEFAULT_TEMPERATURE
+    from medcl.pretrain.config import DEFAULT_TEMPERATURE
 
     out: dict[str, Any] = {}
     if config.loss.temperature is None and config.method in DEFAULT_TEMPERATURE:
@@ -159,9 +163,9 @@ def prior_kernel_options(config: PretrainConfig) -> dict[str, Any]:
 def prior_spectrum(prep: PreparedRun, batches: int = 16) -> dict[str, Any] | None:
     """Batch spectrum of the run's prior kernel, and of each of its attributes alone (kernel DU only).
 
-    Training batches at the run's (global) batch size and ``lam``; see :mod:`medcl.kernel_spectrum`.
+    Training batches at the run's (global) batch size and ``lam``; see :mod:`medcl.kernels.spectrum`.
     """
-    from medcl.kernel_spectrum import batch_spectrum, cohort_spectra, spectrum_warning
+    from medcl.kernels.spectrum import batch_spectrum, cohort_spectra, spectrum_warning
 
     cfg = prep.config
     if cfg.method != "kernel_du" or prep.kernel is None:
@@ -251,8 +255,8 @@ def build_trainer(config: PretrainConfig, run: RunDir, callbacks: list, steps_pe
     from lightning.pytorch.callbacks import LearningRateMonitor, TQDMProgressBar
     from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
-    from medcl.cli.progress import is_terminal
-    from medcl.train.callbacks import AtomicCheckpointIO, PlainTextProgress
+    from medcl.pretrain.callbacks import AtomicCheckpointIO, PlainTextProgress
+    from medcl.pretrain.progress import is_terminal
 
     _drop_engine_advertising()
     # One CSV log folder per session (a resume starts a new part); metrics.csv merges them.
@@ -297,7 +301,7 @@ def _run(config: PretrainConfig, run: RunDir, *, resuming: bool) -> RunDir:
     import lightning as L
 
     from medcl.data.datasets import MultiViewDataset, collate_multiview
-    from medcl.train.callbacks import (
+    from medcl.pretrain.callbacks import (
         MetricsFile,
         OnlineProbe,
         RNGState,
@@ -305,8 +309,8 @@ def _run(config: PretrainConfig, run: RunDir, *, resuming: bool) -> RunDir:
         TrainingHealth,
         plot_loss,
     )
-    from medcl.train.loader import EpochBatchSampler, ResumableLoader
-    from medcl.train.module import PretrainModule
+    from medcl.pretrain.loader import EpochBatchSampler, ResumableLoader
+    from medcl.pretrain.module import PretrainModule
 
     L.seed_everything(config.seed, workers=True, verbose=False)
     prep = prepare(config)
@@ -385,10 +389,10 @@ def _summary(cfg: PretrainConfig, run: RunDir, prep: PreparedRun, trainer: Any, 
 def pretrain(config: PretrainConfig, out: str | Path) -> RunDir:
     """Train a new run into ``out`` (must not exist or be empty); returns its :class:`RunDir`.
 
-    Raises MedclInputError on bad config / cohort, :class:`medcl.train.module.NonFiniteLossError`
+    Raises MedclInputError on bad config / cohort, :class:`medcl.pretrain.module.NonFiniteLossError`
     when the loss diverges (the last good checkpoint stays in ``out/checkpoints``).
     """
-    from medcl.train.launcher import launch_info
+    from medcl.pretrain.launcher import launch_info
 
     run = RunDir(out)
     if launch_info().is_first:  # the other processes find the folder the first one created

@@ -1,7 +1,7 @@
 """The cheap probe scored during pretraining (frozen features -> kNN or logistic / ridge).
 
 The full probing protocol (patient-level CV, grid search, reports) lives in
-:mod:`medcl.train.probe`; this one only tracks progress, once every few epochs.
+:mod:`medcl.evaluate.probe`; this one only tracks progress, once every few epochs.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from medcl.atomic import atomic_path
-from medcl.train.run_dir import RunDir
+from medcl.pretrain.run_dir import RunDir
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -152,10 +152,10 @@ class MetricsFile(L.Callback):
 
 class TrainingHealth(L.Callback):
     """Feed each epoch's ``health/spread``, ``health/effective_rank`` and loss to a
-    :class:`medcl.train.health.HealthMonitor`, which warns when the run collapses."""
+    :class:`medcl.pretrain.health.HealthMonitor`, which warns when the run collapses."""
 
     def __init__(self, method: str, collapse_loss: float | None):
-        from medcl.train.health import HealthMonitor
+        from medcl.pretrain.health import HealthMonitor
 
         self.monitor = HealthMonitor(method, collapse_loss)
 
@@ -179,7 +179,7 @@ class PlainTextProgress(L.Callback):
     rate and the ETA, and one at most every ``every_s`` seconds inside long epochs."""
 
     def __init__(self, every_s: float = 30.0, stream: Any = None):
-        from medcl.cli.progress import ProgressLines
+        from medcl.pretrain.progress import ProgressLines
 
         self.every_s = every_s
         self.lines = ProgressLines(stream=stream, unit="step")
@@ -251,7 +251,7 @@ class OnlineProbe(L.Callback):
         epoch = trainer.current_epoch + 1
         if epoch % self.every_n_epochs or len(self.train_idx) < 2 or len(self.val_idx) < 1:
             return
-        from medcl.train.probe_online import probe_score
+        from medcl.pretrain.probe_online import probe_score
 
         x_tr = self._features(pl_module, "train", self.train_idx)
         x_va = self._features(pl_module, "val", self.val_idx)

@@ -1,8 +1,8 @@
 """Probing a frozen encoder: scikit-learn models on its features, patient-level cross-validation.
 
 The core, :func:`probe_features`, works on arrays (features, labels, patient ids) so it serves
-the CLI, the demo and users' own scripts alike. :func:`probe_run` encodes a manifest's cohort with a
-run's encoder once (no augmentation) and probes it.
+the CLI, the demo and users' own scripts alike. :func:`medcl.evaluate.probe_run.probe_run` encodes a
+manifest's cohort with a run's encoder once (no augmentation) and probes it.
 
 For each outer fold (patient-level, never splitting a patient):
 
@@ -15,108 +15,39 @@ For each outer fold (patient-level, never splitting a patient):
 Each metric is summarised over folds by its mean, standard deviation and a 95% t-interval. A
 label-efficiency curve repeats the linear probe with only ``n`` training patients per fold
 (subsampled with a seed), and an optional k-nearest-neighbour probe gives a non-linear reading.
+
+Why this size: one cross-validation procedure (input checks, patient folds, inner model
+selection, label-efficiency subsampling, summary) whose steps share private conventions; the
+metrics and the result record are in :mod:`medcl.evaluate.metrics`, the run-level entry point in
+:mod:`medcl.evaluate.probe_run`.
 """
 
 from __future__ import annotations
 
-import math
 import warnings
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import asdict
 from typing import Any, Literal
 
 import numpy as np
 
 from medcl.atomic import json_safe
 from medcl.errors import MedclInputError
+from medcl.evaluate.metrics import (
+    CLASSIFICATION_METRICS,
+    REGRESSION_METRICS,
+    MetricSummary,
+    ProbeResult,
+    classification_metrics,
+    regression_metrics,
+)
 
 LabelKind = Literal["binary", "multiclass", "continuous"]
 LABEL_KINDS: tuple[str, ...] = ("binary", "multiclass", "continuous")
-CLASSIFICATION_METRICS: tuple[str, ...] = ("roc_auc", "balanced_accuracy", "accuracy")
-REGRESSION_METRICS: tuple[str, ...] = ("mae", "r2")
 DEFAULT_CS: tuple[float, ...] = (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0)
 DEFAULT_ALPHAS: tuple[float, ...] = (1e-2, 1e-1, 1.0, 10.0, 100.0, 1000.0)
 DEFAULT_NEIGHBORS: tuple[int, ...] = (5, 10, 20)
 
-
-@dataclass(frozen=True)
-class MetricSummary:
-    """One metric over the outer folds: mean, standard deviation and a 95% t-interval."""
-
-    mean: float
-    std: float
-    ci_low: float
-    ci_high: float
-    n_folds: int
-    per_fold: list[float] = field(default_factory=list)
-
-    @classmethod
-    def from_folds(cls, values: Sequence[float], confidence: float = 0.95) -> MetricSummary:
-        """Summarise per-fold values; NaN folds (metric undefined there) are left out."""
-        from scipy import stats
-
-        all_values = [float(v) for v in values]
-        v = np.array([x for x in all_values if np.isfinite(x)], dtype=float)
-        k = len(v)
-        if k == 0:
-            nan = float("nan")
-            return cls(nan, nan, nan, nan, 0, all_values)
-        mean = float(v.mean())
-        if k == 1:
-            return cls(mean, float("nan"), float("nan"), float("nan"), 1, all_values)
-        std = float(v.std(ddof=1))
-        half = float(stats.t.ppf(0.5 + confidence / 2, df=k - 1)) * std / math.sqrt(k)
-        return cls(mean, std, mean - half, mean + half, k, all_values)
-
-
-@dataclass
-class ProbeResult:
-    """Outcome of :func:`probe_features`.
-
-    ``rows`` holds one entry per (probe, training size, metric): ``probe`` ("linear" / "knn"),
-    ``train_size`` ("all" or a number of training patients), ``n_train`` (mean training subjects
-    per fold), ``metric`` and its :class:`MetricSummary` fields.
-    """
-
-    kind: str
-    n_subjects: int
-    n_patients: int
-    n_folds: int
-    metric_names: list[str]
-    rows: list[dict[str, Any]]
-    notes: list[str] = field(default_factory=list)
-    info: dict[str, Any] = field(default_factory=dict)
-
-    def metric(self, name: str, probe: str = "linear", train_size: int | str = "all") -> MetricSummary:
-        """The summary of one metric, e.g. ``result.metric("roc_auc").mean``."""
-        for row in self.rows:
-            if row["probe"] == probe and row["train_size"] == train_size and row["metric"] == name:
-                keys = MetricSummary.__dataclass_fields__
-                return MetricSummary(**{k: row[k] for k in keys})
-        raise KeyError(f"no result for metric={name!r}, probe={probe!r}, train_size={train_size!r}")
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict (NaN becomes None)."""
-        return json_safe(asdict(self))
-
-    def to_frame(self):
-        """One row per (probe, train_size, metric) as a pandas DataFrame (per-fold values dropped)."""
-        import pandas as pd
-
-        return pd.DataFrame([{k: v for k, v in r.items() if k != "per_fold"} for r in self.rows])
-
-    def table(self) -> str:
-        """A plain-text table for the terminal."""
-        header = f"{'probe':<7} {'train':>6} {'n_train':>8} {'metric':<18} {'mean':>7} {'std':>7}  95% CI"
-        lines = [header, "-" * len(header)]
-        for r in self.rows:
-            ci = "n/a" if not np.isfinite(r["ci_low"]) else f"[{r['ci_low']:.3f}, {r['ci_high']:.3f}]"
-            lines.append(
-                f"{r['probe']:<7} {r['train_size']!s:>6} {r['n_train']:>8.1f} {r['metric']:<18} "
-                f"{r['mean']:>7.3f} {r['std']:>7.3f}  {ci}"
-            )
-        return "\n".join(lines)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -289,45 +220,6 @@ def _grid_fit(pipe, grid, scoring, x, y, groups, kind, inner_folds, seed):
         warnings.simplefilter("ignore")
         search.fit(x, y)
     return search.best_estimator_, search.best_params_
-
-
-def _macro_ovr_auc(y: np.ndarray, proba: np.ndarray) -> float:
-    from sklearn.metrics import roc_auc_score
-
-    aucs = []
-    for c in range(proba.shape[1]):
-        pos = y == c
-        if pos.any() and (~pos).any():
-            aucs.append(roc_auc_score(pos, proba[:, c]))
-    return float(np.mean(aucs)) if aucs else float("nan")
-
-
-def classification_metrics(y: np.ndarray, proba: np.ndarray, kind: str) -> dict[str, float]:
-    """ROC-AUC (binary; macro one-vs-rest for multiclass), balanced accuracy and accuracy.
-
-    ``y``: (n,) class codes; ``proba``: (n, K) class probabilities (binary: K = 2). A metric
-    that is undefined on these labels (e.g. AUC with one class present) is NaN.
-    """
-    from sklearn.metrics import accuracy_score, balanced_accuracy_score, roc_auc_score
-
-    y = np.asarray(y).astype(np.int64)
-    pred = np.argmax(proba, axis=1)
-    if kind == "binary":
-        auc = float(roc_auc_score(y, proba[:, 1])) if len(np.unique(y)) == 2 else float("nan")
-    else:
-        auc = _macro_ovr_auc(y, proba)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # "y_pred contains classes not in y_true"
-        bacc = float(balanced_accuracy_score(y, pred))
-    return {"roc_auc": auc, "balanced_accuracy": bacc, "accuracy": float(accuracy_score(y, pred))}
-
-
-def regression_metrics(y: np.ndarray, pred: np.ndarray) -> dict[str, float]:
-    """Mean absolute error and R² (NaN when ``y`` is constant)."""
-    from sklearn.metrics import mean_absolute_error, r2_score
-
-    r2 = float(r2_score(y, pred)) if len(y) > 1 and np.ptp(y) > 0 else float("nan")
-    return {"mae": float(mean_absolute_error(y, pred)), "r2": r2}
 
 
 def _scores(model, x, y, kind: str, n_classes: int) -> dict[str, float]:
@@ -519,186 +411,3 @@ def _summarise(x, y, g, kind, fold_ids, sizes, per_fold, n_train, chosen, metric
         notes=notes,
         info=info,
     )
-
-
-def write_probe_result(
-    result: ProbeResult, out_dir: str | Path, label: str, *, name: str | None = None, **extra: Any
-) -> tuple[Path, Path]:
-    """Write ``<out_dir>/<name or label>.json`` and ``.csv`` atomically; returns both paths."""
-    from medcl.atomic import atomic_path, write_json
-
-    out_dir = Path(out_dir)
-    name = name or label
-    data = {"label": label, **json_safe(extra), **result.to_dict()}
-    json_path = write_json(out_dir / f"{name}.json", data)
-    csv_path = out_dir / f"{name}.csv"
-    frame = result.to_frame()
-    frame.insert(0, "label", label)
-    with atomic_path(csv_path) as tmp:
-        frame.to_csv(tmp, index=False)
-    return json_path, csv_path
-
-
-# ---------------------------------------------------------------------------------------------
-# From a run directory
-# ---------------------------------------------------------------------------------------------
-
-
-def _run_encoder(run_dir: Path, *, random_init: bool, seed: int):
-    """The run's encoder (or a random one of the same spec) and its input spec."""
-    from medcl.export import load_encoder
-    from medcl.train.run_dir import RunDir
-
-    run = RunDir(run_dir)
-    if not run.path.is_dir():
-        raise MedclInputError(f"{run.path}: no such run directory")
-    if not run.encoder_json.is_file() or (not random_init and not run.encoder_weights.is_file()):
-        raise MedclInputError(
-            f"{run.path}: no trained encoder (encoder.safetensors / encoder.json missing); "
-            "finish pretraining first"
-        )
-    if not random_init:
-        return load_encoder(run.path)
-    import torch
-
-    from medcl.models.encoders import EncoderSpec, build_encoder
-
-    info = run.encoder_info()
-    torch.manual_seed(seed)
-    encoder = build_encoder(EncoderSpec.model_validate(info["spec"]))
-    encoder.input_spec = info["input"]
-    return encoder.eval()
-
-
-def _probe_subjects(run_dir: Path, cohort: Any, labels: np.ndarray, subjects: str,
-                    label: str) -> tuple[np.ndarray, str | None]:
-    """Indices of the labelled subjects to probe, and a note saying which were left out (or kept)."""
-    from medcl.train.run_dir import RunDir
-
-    if subjects not in ("outside", "all"):
-        raise MedclInputError(f"subjects: expected 'outside' or 'all', got {subjects!r}")
-    labelled = np.isfinite(labels)
-    ids = np.asarray([str(i) for i in cohort.subject_ids], dtype=object)
-    run = RunDir(run_dir)
-    if subjects == "all":
-        try:
-            inside = np.isin(ids, list(run.pretraining_subject_ids()))
-        except MedclInputError:
-            return np.flatnonzero(labelled), "subjects 'all': the run's pretraining split is unknown (no split.csv)"
-        n_in = int((inside & labelled).sum())
-        return np.flatnonzero(labelled), (
-            f"subjects 'all': {n_in} of the {int(labelled.sum())} probed subjects pretrained this encoder; "
-            "their scores are optimistic" if n_in else None)
-    try:
-        inside = np.isin(ids, list(run.pretraining_subject_ids()))
-    except MedclInputError as err:
-        raise MedclInputError(f"{err}; probe with subjects='all' (--subjects all) to score every subject") from None
-    keep = labelled & ~inside
-    if not keep.any():
-        raise MedclInputError(
-            f"no subject with a value for {label!r} outside the run's pretraining split ({run.split_path}); "
-            "probe a cohort the encoder has not seen, or use --subjects all"
-        )
-    n_in = int((inside & labelled).sum())
-    note = (f"{n_in} subject(s) of the run's pretraining split were left out (probe scores only subjects "
-            "the encoder never saw)") if n_in else None
-    return np.flatnonzero(keep), note
-
-
-def probe_run(
-    run_dir: str | Path,
-    manifest: str | Path,
-    label: str,
-    *,
-    train_sizes: Sequence[int | str] | None = None,
-    n_folds: int | None = None,
-    knn: bool = False,
-    random_init: bool = False,
-    seed: int | None = None,
-    batch_size: int = 16,
-    num_workers: int = 0,
-    device: str | None = None,
-    progress: bool = True,
-    write: bool = True,
-    subjects: str = "outside",
-    **probe_options: Any,
-) -> ProbeResult:
-    """Encode a manifest's cohort with a run's encoder once, then :func:`probe_features`.
-
-    Folds are the cohort's patient-level folds (:meth:`Cohort.folds`, ``n_folds`` overriding the
-    manifest's count) when they are stratified on this label (or it is continuous); otherwise
-    patient-level folds stratified on this label, with the manifest's seed.
-    ``random_init`` probes a randomly initialised encoder of the same architecture (a lower
-    bound). ``subjects="outside"`` (default) scores only the subjects outside the run's
-    pretraining split (RUN_DIR/split.csv), so that no subject whose image (and, for a supervised
-    run, whose label) trained the encoder is ever scored; ``"all"`` probes every subject and
-    says in the notes how many pretrained the encoder. Results go to
-    ``RUN_DIR/probe/<label>.json`` and ``.csv`` (random init:
-    ``RUN_DIR/probe/random-init/<label>.*``, kept apart so reports never mix the two).
-
-    Raises:
-        MedclInputError: no trained encoder, unknown or constant label, channel mismatch,
-            no split.csv (with ``subjects="outside"``), no labelled subject outside the split.
-    """
-    from medcl.data.cohort import Cohort
-    from medcl.train.features import encode_cohort
-
-    run_dir = Path(run_dir)
-    cohort = Cohort.from_manifest(manifest)
-    spec = cohort.manifest.label(label)  # raises for an unknown label, listing the known ones
-    labels = cohort.label(label)
-    encoder = _run_encoder(run_dir, random_init=random_init, seed=seed or 0)
-    input_spec = dict(getattr(encoder, "input_spec", {}) or {})
-    channels = input_spec.get("channels")
-    if channels is not None and int(channels) != cohort.manifest.image.channels:
-        raise MedclInputError(
-            f"the encoder expects {channels} channel(s) but manifest {manifest} has "
-            f"{cohort.manifest.image.channels}"
-        )
-    split = cohort.manifest.split
-    k = n_folds or split.folds
-    seed = split.seed if seed is None else seed
-    if spec.type == "continuous" or split.stratify == label:
-        folds, folds_source = cohort.folds(k, seed), "cohort folds"
-    else:
-        folds, folds_source = None, f"patient-level folds stratified on {label!r}"
-    labelled, subject_note = _probe_subjects(run_dir, cohort, labels, subjects, label)
-    features = encode_cohort(
-        encoder, cohort, labelled, batch_size=batch_size, num_workers=num_workers, device=device,
-        progress=progress,
-    )
-    groups = np.asarray(cohort.patient_ids, dtype=object)[labelled]
-    result = probe_features(
-        features,
-        labels[labelled],
-        groups,
-        spec.type,
-        folds=None if folds is None else folds[labelled],
-        n_folds=k,
-        train_sizes=train_sizes,
-        knn=knn,
-        seed=seed,
-        **probe_options,
-    )
-    dropped = int((~np.isfinite(labels)).sum())
-    result.info["n_dropped_missing_label"] = dropped
-    result.info["subjects"] = subjects
-    result.notes = [n for n in result.notes if "without a label" not in n]
-    if dropped:
-        result.notes.insert(0, f"{dropped} subject(s) without a value for {label!r} were left out")
-    if subject_note:
-        result.notes.insert(0, subject_note)
-    result.info.update(
-        folds=folds_source,
-        encoder="random-init" if random_init else "pretrained",
-        classes=cohort.label_classes(label),
-    )
-    if write:
-        write_probe_result(
-            result,
-            run_dir / "probe" / "random-init" if random_init else run_dir / "probe",
-            label,
-            encoder="random-init" if random_init else "pretrained",
-            manifest=cohort.manifest.name,
-        )
-    return result

@@ -65,7 +65,7 @@ class LossOptions(_Strict):
 
 
 class PriorOptions(_Strict):
-    """How kernel DU builds its prior kernel from the attributes (see medcl.kernels, medcl.kernel_spectrum)."""
+    """How kernel DU builds its prior kernel from the attributes (see medcl.kernels, medcl.kernels.spectrum)."""
 
     combine: Literal["product", "sum"] | None = Field(
         None, description="combine attribute kernels as a product or a weighted sum; null: the manifest's"

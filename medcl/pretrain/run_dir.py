@@ -6,7 +6,7 @@ Layout::
       config.yaml          resolved config (manifest path, method, fitted kernel, seed, encoder dims)
       split.csv            subject_id, patient_id, split (ids stay here, next to the user's data)
       kernel.json          fitted PriorKernel (bandwidths fitted on the training split)
-      spectrum.json        the prior kernel's batch spectrum (kernel DU; medcl.kernel_spectrum)
+      spectrum.json        the prior kernel's batch spectrum (kernel DU; medcl.kernels.spectrum)
       versions.json        python, torch, monai, lightning, medcl, numpy, ... versions
       checkpoints/         last.ckpt (refreshed every N steps / each epoch) + epoch=NNNN.ckpt
       metrics.csv          one row per logged step / epoch (flattened Lightning CSV logs)
@@ -134,8 +134,8 @@ class RunDir:
 
     # -- readers --------------------------------------------------------------------------------
     def config(self):
-        """The resolved :class:`medcl.train.config.PretrainConfig`."""
-        from medcl.train.config import parse_config
+        """The resolved :class:`medcl.pretrain.config.PretrainConfig`."""
+        from medcl.pretrain.config import parse_config
 
         return parse_config(yaml.safe_load(self.config_path.read_text()), source=str(self.config_path))
 

@@ -1,0 +1,133 @@
+"""A comparison's results: rows per arm x seed x label, the summary and the plain-text table.
+"""
+
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from medcl.evaluate.compare.arms import Arm, CompareSettings
+from medcl.evaluate.compare.marks import PROXY_CKA, PROXY_CORRELATION
+from medcl.evaluate.compare.statistics import _PRIMARY, corrected_fold_interval, lower_is_better, t_interval
+
+if TYPE_CHECKING:
+    pass
+
+
+
+# ------------------------------------------------------------------------------------ results
+
+
+@dataclass
+class Comparison:
+    """Everything a comparison produced: per-run rows, the summary and where files went."""
+
+    out: Path
+    arms: list[Arm]
+    settings: CompareSettings
+    labels: dict[str, str] = field(default_factory=dict)  # label -> kind
+    rows: list[dict[str, Any]] = field(default_factory=list)  # one per arm x seed x label
+    folds: dict[tuple[str, int, str], list[float]] = field(default_factory=dict)  # per-fold primary metric
+    proxy: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)  # (arm, label) -> mark
+    held_out: int = 0
+    fold_ratio: float = 0.25  # mean n_test / n_train of the probe folds
+    fingerprints: dict[str, dict[str, str]] = field(default_factory=dict)  # arm -> seed -> fingerprint
+    elapsed_s: float = 0.0
+
+    def summary(self) -> list[dict[str, Any]]:
+        """Per arm and label: mean/sd over seeds, paired difference to the baseline with CIs, marks."""
+        out = []
+        base = self.settings.baseline
+        for label, kind in self.labels.items():
+            metric = _PRIMARY[kind]
+            lower = lower_is_better(metric)
+            by = {(r["arm"], r["seed"]): r for r in self.rows if r["label"] == label}
+            for arm in self.arms:
+                seeds = sorted(s for (a, s) in by if a == arm.name)
+                if not seeds:
+                    continue
+                vals = np.array([by[(arm.name, s)]["value"] for s in seeds], float)
+                paired = [s for s in seeds if (base, s) in by]
+                diffs = [by[(arm.name, s)]["value"] - by[(base, s)]["value"] for s in paired]
+                fold_diffs = [a - b for s in paired
+                              for a, b in zip(self.folds.get((arm.name, s, label), []),
+                                              self.folds.get((base, s, label), []), strict=False)]
+                mean_d, lo, hi, df = t_interval(diffs)
+                _, flo, fhi, fdf = corrected_fold_interval(fold_diffs, self.fold_ratio)
+                collapsed = [s for s in seeds if by[(arm.name, s)]["collapsed"]]
+                mark = self.proxy.get((arm.name, label), {})
+                out.append({
+                    "arm": arm.name, "method": arm.method, "label": label, "kind": kind, "metric": metric,
+                    "lower_is_better": lower, "seeds": len(seeds),
+                    "mean": float(vals.mean()), "sd": float(vals.std(ddof=1)) if len(vals) > 1 else None,
+                    "is_baseline": arm.name == base,
+                    "diff": None if arm.name == base else {
+                        "mean": mean_d, "sd": float(np.std(diffs, ddof=1)) if len(diffs) > 1 else None,
+                        "ci_low": lo, "ci_high": hi, "df": df, "per_seed": diffs,
+                        "wins": int(sum((d < 0) if lower else (d > 0) for d in diffs)),
+                        "folds_ci_low": flo, "folds_ci_high": fhi, "folds_df": fdf,
+                    },
+                    "proxy": bool(mark.get("marked")), "proxy_reason": mark.get("reason"),
+                    "proxy_measures": mark.get("measures", {}),
+                    "collapsed": bool(collapsed), "collapsed_seeds": collapsed,
+                    "collapse_reasons": sorted({by[(arm.name, s)]["collapse_reason"] for s in collapsed
+                                                if by[(arm.name, s)]["collapse_reason"]}),
+                })
+        return out
+
+    def table(self) -> str:
+        """The comparison as plain text: one block per label, marks and a legend."""
+        entries = self.summary()
+        base = self.settings.baseline
+        width = max([len("arm")] + [len(a.name) + 3 for a in self.arms])
+        lines: list[str] = []
+        for label, kind in self.labels.items():
+            metric = _PRIMARY[kind]
+            block = [e for e in entries if e["label"] == label]
+            if not block:
+                continue
+            n_seeds = max(e["seeds"] for e in block)
+            better = "lower" if lower_is_better(metric) else "higher"
+            ci_name = "95% CI over seeds" if n_seeds > 1 else "95% CI over folds*"
+            lines.append(f"{label} · {metric} ({better} is better) · {n_seeds} seed(s) · linear probe, "
+                         f"{self.settings.folds}-fold patient-level CV{_repeats(self.settings)} on {self.held_out} "
+                         "held-out subjects")
+            lines.append(f"{'arm':<{width}}  {'mean':>7} {'± sd':>7}   {'Δ vs ' + base:>10}  {ci_name:<20} wins")
+            for e in block:
+                marks = ("†" if e["proxy"] else "") + ("!" if e["collapsed"] else "")
+                name = f"{e['arm']} {marks}".rstrip()
+                sd = f"± {e['sd']:.3f}" if e["sd"] is not None else " " * 7
+                if e["diff"] is None:
+                    tail = f"{'(baseline)':>10}"
+                else:
+                    d = e["diff"]
+                    lo, hi = _interval(d, n_seeds)
+                    ci = f"[{_signed(lo)}, {_signed(hi)}]" if np.isfinite(lo) else "—"
+                    tail = f"{_signed(d['mean']):>10}  {ci:<20} {d['wins']}/{len(d['per_seed'])}"
+                lines.append(f"{name:<{width}}  {e['mean']:>7.3f} {sd:>7}   {tail}")
+            lines.append("")
+        if any(e["proxy"] for e in entries):
+            lines.append(f"† the arm's prior is the probed label or a close proxy (|r| >= {PROXY_CORRELATION} or "
+                         f"CKA >= {PROXY_CKA} on the training split): not a fair test of that label")
+        if any(e["collapsed"] for e in entries):
+            lines.append("! training collapsed in at least one seed (summary.json: health)")
+        if self.rows and max(r["seed"] for r in self.rows) == 0:
+            lines.append("* one seed: the interval uses the folds (corrected resampled t); use --seeds 3 or more")
+        return "\n".join(lines).rstrip()
+
+
+def _repeats(settings: CompareSettings) -> str:
+    return f" x {settings.repeats} draws" if settings.repeats > 1 else ""
+
+
+def _interval(diff: dict[str, Any], n_seeds: int) -> tuple[float, float]:
+    """The interval a table shows: over seeds, or over folds (corrected) with a single seed."""
+    return (diff["ci_low"], diff["ci_high"]) if n_seeds > 1 else (diff["folds_ci_low"], diff["folds_ci_high"])
+
+
+def _signed(x: float | None, digits: int = 3) -> str:
+    return "—" if x is None or not np.isfinite(x) else f"{x:+.{digits}f}"

@@ -1,0 +1,46 @@
+"""Export a pretrained encoder and load it back, in any of five formats.
+
+Formats (``fmt``):
+
+* ``bundle``: a MONAI bundle folder: ``configs/metadata.json`` (MONAI's mandatory keys plus a
+  ``medcl`` block: input spec, output size, method, attributes, training-cohort summary, never a
+  subject or patient id), ``configs/inference.json`` (a ``ConfigParser`` config that rebuilds the
+  network and its preprocessing), ``models/model.safetensors`` (+ ``models/model.pt``, the plain
+  state dict MONAI's tools expect; load it with ``weights_only=True``) and ``docs/README.md``.
+* ``safetensors``: ``NAME.safetensors`` (weights) + ``NAME.json`` (architecture and input spec).
+* ``torch-export``: a ``torch.export`` program (``.pt2``), batch dimension dynamic.
+* ``torchscript``: a traced TorchScript module (``.pt``).
+* ``onnx``: an ONNX graph (``.onnx``, dynamo exporter), run with onnxruntime.
+
+Every export is checked before it appears: the artifact is written to a temporary sibling, loaded
+back with :func:`load_encoder` and its features compared with the in-memory encoder on a probe
+input (``atol=1e-4``); only then is it renamed into place.
+
+Trust: safetensors and bundles hold only tensors and JSON (the safe choice for sharing). medcl
+never unpickles: ``torch.load`` is only called with ``weights_only=True`` and a ``.pt2`` archive
+holding pickled payloads is refused. A TorchScript file, however, is *code* that
+``torch.jit.load`` runs: only load TorchScript from a source you trust (TorchScript is also
+deprecated in recent torch releases; prefer ``torch-export`` for a compiled graph).
+
+Example (a diagnosis model in three lines)::
+
+    encoder = medcl.load_encoder("exports/encoder_bundle")
+    model = torch.nn.Sequential(encoder, torch.nn.Linear(encoder.out_features, 2))
+    logits = model(images)  # images: (n, *encoder.input_spec shape)
+"""
+
+from medcl.export.bundle import bundle_inference_config, bundle_metadata, check_bundle_metadata
+from medcl.export.frozen import ExportedEncoder
+from medcl.export.loader import load_encoder
+from medcl.export.onnx_file import OnnxEncoder
+from medcl.export.registry import FORMAT_MODULES, FORMATS, ExportFormat
+from medcl.export.roundtrip import ExportCheckError, default_export_path, export_module, with_format_suffix
+from medcl.export.run import export_encoder, run_training_info
+from medcl.models.saved import ENCODER_FORMAT, FORMAT_VERSION, METADATA_KEY, encoder_document, input_shape
+
+__all__ = [
+    "ENCODER_FORMAT", "FORMATS", "FORMAT_MODULES", "FORMAT_VERSION", "METADATA_KEY", "ExportCheckError",
+    "ExportFormat", "ExportedEncoder", "OnnxEncoder", "bundle_inference_config", "bundle_metadata",
+    "check_bundle_metadata", "default_export_path", "encoder_document", "export_encoder", "export_module",
+    "input_shape", "load_encoder", "run_training_info", "with_format_suffix",
+]

@@ -1,0 +1,33 @@
+"""An exported graph (torch.export, TorchScript, ONNX) behind the encoder interface (frozen, inference).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+
+class ExportedEncoder(nn.Module):
+    """An exported encoder wrapped for inference: ``forward(x) -> (n, out_features)``.
+
+    Attributes: ``input_spec`` (dict: channels, spatial dims, size, spacing, intensity),
+    ``out_features`` (int) and ``metadata`` (the full medcl document).
+    """
+
+    def __init__(self, module: nn.Module, document: dict[str, Any], fmt: str):
+        super().__init__()
+        self.module = module
+        self.metadata = document
+        self.input_spec = dict(document["input"])
+        self.out_features = document.get("out_features")
+        self.format = fmt
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.module(x)
+
+    def train(self, mode: bool = True) -> ExportedEncoder:
+        # Traced / exported graphs are frozen in inference mode; keep the flag for callers.
+        self.training = mode
+        return self

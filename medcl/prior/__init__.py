@@ -1,1 +1,0 @@
-"""Generative priors: per-subject embeddings to use as kernel attributes."""

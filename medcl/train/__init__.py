@@ -1,1 +1,0 @@
-"""Pretraining engine: config, Lightning module, run directory, callbacks. Import submodules directly."""
