@@ -40,8 +40,8 @@ def bench(dims: int, size: int, steps: int, workers: int, root: Path) -> dict[st
     from medcl.data.synthetic import generate_cohort
     from medcl.pretrain.config import parse_config
     from medcl.pretrain.loader import EpochBatchSampler, ResumableLoader
-    from medcl.pretrain.module import PretrainModule
     from medcl.pretrain.loop import prepare
+    from medcl.pretrain.module import PretrainModule
 
     manifest = generate_cohort(root / f"c{dims}", dims=dims, subjects=16 * (steps + 2) * 2, size=size, seed=0)
     prep = prepare(parse_config(_config(manifest, dims, workers, "batched")))

@@ -95,12 +95,12 @@ def main() -> None:
     from medcl.data.check_attributes import with_check_attributes
     from medcl.data.cohort import Cohort
     from medcl.data.datasets import ImageDataset
+    from medcl.evaluate.features import encode_dataset
+    from medcl.evaluate.probe import probe_features
     from medcl.kernels.spectrum import batch_spectrum
     from medcl.models.encoders import EncoderSpec, build_encoder
     from medcl.pretrain.config import parse_config
-    from medcl.evaluate.features import encode_dataset
     from medcl.pretrain.loop import pretrain
-    from medcl.evaluate.probe import probe_features
     from medcl.pretrain.run_dir import RunDir
 
     for name in ("lightning", "lightning.pytorch", "lightning.fabric"):

@@ -14,6 +14,7 @@ and ``models``; ``evaluate`` and ``export``) do not import each other. Imports u
 from __future__ import annotations
 
 import ast
+import itertools
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -136,7 +137,7 @@ def import_cycles(root: Path = PACKAGE) -> list[str]:
             if state.get(nxt) == 1:
                 loop = [*stack[stack.index(nxt):], nxt]
                 cycles.append(" -> ".join(f"{m} ({files[m].relative_to(root.parent)}:{graph[m][n]})"
-                                          for m, n in zip(loop, loop[1:], strict=False)) + f" -> {nxt}")
+                                          for m, n in itertools.pairwise(loop)) + f" -> {nxt}")
             elif nxt in graph and not state.get(nxt):
                 visit(nxt, stack)
         stack.pop()

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from medcl.kernels.prior import MIN_GROUP, REFERENCE_GROUPS, KernelTerm, PriorKernel, Reference  # noqa: F401
-    from medcl.kernels.public import public_kernel  # noqa: F401
+    from medcl.kernels.public import public_kernel
 
 _PRIOR = ("MIN_GROUP", "REFERENCE_GROUPS", "KernelTerm", "PriorKernel", "Reference")
 __all__ = [*_PRIOR, "public_kernel"]

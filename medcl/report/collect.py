@@ -5,7 +5,7 @@ absent leaves its field empty; a file that is present but unreadable leaves it e
 a line to ``RunArtefacts.notes``. Only a directory that does not exist, or holds nothing
 readable at all, is an error.
 
-Probe results, ``probe/<label>.json``, as written by ``medcl.evaluate.probe.write_probe_result``::
+Probe results, ``probe/<label>.json``, as written by ``medcl.evaluate.metrics.write_probe_result``::
 
     {"label": "diagnosis", "kind": "binary" | "multiclass" | "continuous",
      "n_subjects": 120, "n_patients": 100, "n_folds": 5, ...other scalars (shown as details),

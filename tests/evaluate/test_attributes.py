@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from medcl.errors import MedclInputError
 from medcl.evaluate.attributes import (
     attribute_alignment,
     centered_kernel_alignment,
@@ -14,7 +15,6 @@ from medcl.evaluate.attributes import (
     label_features,
     parse_combos,
 )
-from medcl.errors import MedclInputError
 
 
 def _delta(y: np.ndarray) -> np.ndarray:

@@ -14,6 +14,9 @@ import pandas as pd
 import pytest
 import yaml
 
+from medcl.data.cohort import Cohort
+from medcl.data.synthetic import generate_cohort
+from medcl.errors import MedclInputError
 from medcl.evaluate import compare
 from medcl.evaluate.compare import (
     Arm,
@@ -28,9 +31,6 @@ from medcl.evaluate.compare import (
     run_health,
     t_interval,
 )
-from medcl.data.cohort import Cohort
-from medcl.data.synthetic import generate_cohort
-from medcl.errors import MedclInputError
 from tests._pretrain_helpers import cli
 
 T975 = {1: 12.706204736174698, 2: 4.302652729911275, 3: 3.182446305284263}  # t quantiles, by hand tables
@@ -348,7 +348,7 @@ def test_arm_config_changes_only_method_prior_seed_and_its_own_overrides() -> No
 
 
 def test_eta_uses_each_arms_own_time_then_arms_that_train_alike() -> None:
-    from medcl.evaluate.compare import _clock, _expected
+    from medcl.evaluate.compare.engine import _clock, _expected
 
     arms = parse_arms("du,kernel_du:age,random_init")
     du, kdu, rand = arms

@@ -49,10 +49,10 @@ def train_and_probe(manifest: Path, out: Path, method: str, attributes: list[str
     """Pretrain on the training split; return (held-out diagnosis AUC, per-epoch training loss)."""
     from medcl.data.cohort import Cohort
     from medcl.data.datasets import ImageDataset
-    from medcl.pretrain.config import parse_config
     from medcl.evaluate.features import encode_dataset
-    from medcl.pretrain.loop import pretrain
     from medcl.evaluate.probe import probe_features
+    from medcl.pretrain.config import parse_config
+    from medcl.pretrain.loop import pretrain
 
     config = parse_config({
         "manifest": str(manifest), "method": method, "attributes": attributes, "seed": seed,

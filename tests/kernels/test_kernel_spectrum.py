@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from medcl.errors import MedclInputError
-from medcl.kernels.spectrum import batch_spectrum, resolve_lam, spectrum_table, spectrum_warning
 from medcl.kernels import KernelTerm, PriorKernel
+from medcl.kernels.spectrum import batch_spectrum, resolve_lam, spectrum_table, spectrum_warning
 from medcl.losses import decoupled_uniformity
 
 BINARY = [KernelTerm("sex", "delta", 0, 1)]

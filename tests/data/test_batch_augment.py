@@ -39,8 +39,8 @@ from medcl.data.datasets import MultiViewDataset, collate_multiview
 from medcl.data.transforms import preset_spec, spec_transforms, view_seed
 from medcl.errors import MedclInputError
 from medcl.pretrain.config import parse_config
-from medcl.pretrain.module import PretrainModule
 from medcl.pretrain.loop import prepare
+from medcl.pretrain.module import PretrainModule
 from medcl.pretrain.run_dir import RunDir
 
 

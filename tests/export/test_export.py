@@ -242,7 +242,7 @@ def test_pt2_with_pickled_payload_is_refused(tmp_path):
 
 
 def test_every_torch_load_in_medcl_is_weights_only():
-    root = Path(__file__).resolve().parents[1] / "medcl"
+    root = Path(__file__).resolve().parents[2] / "medcl"
     calls = []
     for path in root.rglob("*.py"):
         text = path.read_text()
@@ -350,6 +350,7 @@ def test_cli_export_adds_the_extension_quietly_with_default_permissions(run_dir,
 def test_export_refuses_another_formats_extension_and_hides_temporary_paths(run_dir, tmp_path, capsys,
                                                                             monkeypatch):
     import medcl.export as export
+    import medcl.export.onnx_file as onnx_file
 
     assert main(["export", str(run_dir), "--format", "onnx", "--out", str(tmp_path / "enc.pt")]) == 2
     err = capsys.readouterr().err
@@ -360,7 +361,7 @@ def test_export_refuses_another_formats_extension_and_hides_temporary_paths(run_
     def failing_writer(module, doc, out, x):
         raise RuntimeError(f"cannot write {out}: disk full")
 
-    monkeypatch.setattr(export, "_write_onnx", failing_writer)
+    monkeypatch.setattr(onnx_file, "write", failing_writer)
     assert main(["export", str(run_dir), "--format", "onnx", "--out", str(tmp_path / "enc")]) == 2
     err = capsys.readouterr().err
     assert f"cannot write {tmp_path / 'enc.onnx'}: disk full" in err and ".tmp" not in err

@@ -10,7 +10,7 @@ import yaml
 from medcl.data.manifest import parse_manifest
 from medcl.pretrain.config import parse_config
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "data_manifests").glob("*.yaml")), ids=lambda p: p.name)

@@ -25,7 +25,7 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 def _probe_rows(shift: float) -> list[dict]:
-    """Rows exactly as ``medcl.evaluate.probe.write_probe_result`` writes them."""
+    """Rows exactly as ``medcl.evaluate.metrics.write_probe_result`` writes them."""
     rows = []
     for size, n_train, base in ((5, 9.8, 0.62), (10, 19.6, 0.70), ("all", 31.2, 0.80)):
         for metric, offset in (("roc_auc", 0.0), ("balanced_accuracy", -0.1)):
@@ -336,7 +336,7 @@ def test_write_kernel_batch_round_trips_and_validates(tmp_path: Path) -> None:
 
 
 def test_reads_the_probe_module_output(tmp_path: Path) -> None:
-    probe = pytest.importorskip("medcl.evaluate.probe")
+    probe = pytest.importorskip("medcl.evaluate.metrics")
     rows = _probe_rows(0.0)
     result = probe.ProbeResult(
         kind="binary",
