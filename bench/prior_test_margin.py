@@ -1,4 +1,4 @@
-"""Spread over seeds of the oracle-vs-DU gap that tests/test_prior_learning.py asserts.
+"""Spread over seeds of the oracle-vs-DU gap that tests/pretrain/test_prior_learning.py asserts.
 
 Runs the test's own ``train_and_probe`` (same cohort, encoder and budget) for DU and the oracle
 prior at each instance weight, and prints one JSON line per seed, so the test's margin can be kept
