@@ -6,151 +6,35 @@ problem found is collected and raised together as :class:`~medcl.errors.InputPro
 naming the file, row (counted from 1 at the first data row) and column. The result is read-only:
 accessors return fresh arrays.
 
-Why this size: :class:`Cohort` and :func:`parse_cohort`, its only constructor, share private
-value types (``_Attribute``, ``_Label``) and the problem collector; half the file is the parser's
-per-column checks, which name the file, row and column of every problem.
+The per-column parsers and the problem collector are in :mod:`medcl.data.columns`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
-from medcl.data.manifest import AttributeSpec, LabelSpec, Manifest, load_manifest
+from medcl.data.columns import (
+    _Attribute,
+    _Label,
+    _parse_categories,
+    _parse_embedding,
+    _parse_label,
+    _parse_numbers,
+    _Problems,
+    _readonly,
+    _required_columns,
+)
+from medcl.data.manifest import Manifest, load_manifest
 from medcl.data.splits import SPLIT_NAMES, folds_to_split, group_kfold, split_problems
-from medcl.data.tables import as_text, read_features, read_table
+from medcl.data.tables import as_text, read_table
 from medcl.errors import InputProblems, MedclInputError
 
 if TYPE_CHECKING:
     from medcl.kernels import KernelTerm, PriorKernel
-
-#: At most this many rows are listed per column and kind of problem; the rest are counted.
-MAX_ROWS_PER_PROBLEM = 5
-
-
-@dataclass(frozen=True)
-class _Attribute:
-    spec: AttributeSpec
-    values: np.ndarray  # (n, k) float32, NaN where missing
-    categories: list[str] | None
-
-
-@dataclass(frozen=True)
-class _Label:
-    spec: LabelSpec
-    values: np.ndarray  # (n,) float64, NaN where missing
-    classes: list[str] | None
-
-
-def _readonly(a: np.ndarray) -> np.ndarray:
-    a.setflags(write=False)
-    return a
-
-
-def _sorted_values(values: set[str]) -> list[str]:
-    """Sort category values numerically when they all look like numbers, else as text."""
-    try:
-        return sorted(values, key=float)
-    except ValueError:
-        return sorted(values)
-
-
-class _Problems:
-    """Collects problem lines; per-row problems are capped per (where, what)."""
-
-    def __init__(self) -> None:
-        self.lines: list[str] = []
-
-    def add(self, line: str) -> None:
-        self.lines.append(line)
-
-    def rows(self, where: str, bad: list[tuple[int, str]], what: str) -> None:
-        """``bad``: (row index, description) pairs for one column and kind of problem."""
-        for i, desc in bad[:MAX_ROWS_PER_PROBLEM]:
-            self.lines.append(f"{where}: row {i + 1}: {desc}")
-        if len(bad) > MAX_ROWS_PER_PROBLEM:
-            self.lines.append(f"{where}: ... and {len(bad) - MAX_ROWS_PER_PROBLEM} more row(s) with {what}")
-
-
-def _parse_numbers(texts: list[str | None], where: str, problems: _Problems) -> np.ndarray:
-    out = np.full(len(texts), np.nan)
-    bad: list[tuple[int, str]] = []
-    for i, t in enumerate(texts):
-        if t is None:
-            continue
-        try:
-            v = float(t)
-        except ValueError:
-            bad.append((i, f"{t!r} is not a number"))
-            continue
-        if not np.isfinite(v):
-            bad.append((i, f"{t!r} is not a finite number"))
-            continue
-        out[i] = v
-    problems.rows(where, bad, "non-numeric values")
-    return out
-
-
-def _parse_categories(
-    texts: list[str | None], spec: AttributeSpec, where: str, problems: _Problems
-) -> tuple[np.ndarray, list[str]]:
-    observed = {t for t in texts if t is not None}
-    if spec.categories is not None:
-        categories = [str(c) for c in spec.categories]
-        unknown = [(i, f"unknown category {t!r}; expected one of {categories}")
-                   for i, t in enumerate(texts) if t is not None and t not in categories]
-        problems.rows(where, unknown, "unknown categories")
-    else:
-        categories = _sorted_values(observed)
-        if spec.type == "binary" and len(categories) > 2:
-            problems.add(f"{where}: binary attribute has {len(categories)} distinct values "
-                         f"{categories[:10]}; expected at most 2 (use type categorical?)")
-    index = {c: k for k, c in enumerate(categories)}
-    codes = np.array([index.get(t, np.nan) if t is not None else np.nan for t in texts], dtype=float)
-    return codes, categories
-
-
-def _parse_label(
-    texts: list[str | None], spec: LabelSpec, where: str, problems: _Problems
-) -> tuple[np.ndarray, list[str] | None]:
-    name = spec.name
-    if spec.type == "continuous":
-        values = _parse_numbers(texts, where, problems)
-        known = values[~np.isnan(values)]
-        if len(known) == 0:
-            problems.add(f"{where}: label {name!r} is missing for every subject")
-        elif len(np.unique(known)) == 1:
-            problems.add(f"{where}: label {name!r} has a single value ({known[0]:g}) for every subject")
-        return values, None
-    observed = _sorted_values({t for t in texts if t is not None})
-    if not observed:
-        problems.add(f"{where}: label {name!r} is missing for every subject")
-        return np.full(len(texts), np.nan), []
-    if spec.type == "binary" and spec.positive is not None:
-        pos = str(spec.positive)
-        negatives = [c for c in observed if c != pos]
-        if pos not in observed:
-            problems.add(f"{where}: label {name!r}: the positive value {pos!r} never appears; "
-                         f"values are {observed[:10]}")
-        classes = [negatives[0] if len(negatives) == 1 else f"not {pos}", pos]
-        values = np.array([np.nan if t is None else float(t == pos) for t in texts])
-    else:
-        classes = observed
-        if spec.type == "binary" and len(observed) > 2:
-            problems.add(f"{where}: binary label {name!r} has {len(observed)} values {observed[:10]}; "
-                         "set 'positive' or use type multiclass")
-        index = {c: k for k, c in enumerate(classes)}
-        values = np.array([np.nan if t is None else float(index[t]) for t in texts])
-    present = np.unique(values[~np.isnan(values)])
-    if len(present) < 2:
-        problems.add(f"{where}: label {name!r} has only one class ({classes[int(present[0])]!r}) "
-                     "among the subjects; a label needs at least two")
-    return values, classes
-
 
 class Cohort:
     """Subjects of a manifest: ids, image paths, parsed attributes, labels and the split.
@@ -384,17 +268,6 @@ class Cohort:
         return out
 
 
-def _required_columns(m: Manifest) -> list[tuple[str, str]]:
-    cols = [(m.subject_column, "subject_column"), (m.image.column, "image.column")]
-    if m.patient_column:
-        cols.append((m.patient_column, "patient_column"))
-    cols += [(a.source_column, f"attribute {a.name!r}") for a in m.attributes if a.type != "embedding"]
-    cols += [(lab.source_column, f"label {lab.name!r}") for lab in m.labels]
-    if m.split.method == "column" and m.split.column:
-        cols.append((m.split.column, "split.column"))
-    return cols
-
-
 def parse_cohort(manifest: Manifest, *, check_files: bool = True) -> tuple[Cohort | None, list[str]]:
     """Join a manifest with its table, collecting every problem instead of stopping at the first.
 
@@ -510,29 +383,6 @@ def parse_cohort(manifest: Manifest, *, check_files: bool = True) -> tuple[Cohor
 
     cohort = Cohort(manifest, table, subject_ids, patient_ids, image_paths, attributes, labels, split_column)
     return cohort, problems.lines
-
-
-def _parse_embedding(
-    manifest: Manifest, spec: AttributeSpec, subject_ids: list[str], problems: _Problems
-) -> _Attribute | None:
-    assert spec.features is not None
-    try:
-        ids, feats = read_features(manifest.base_dir / spec.features, manifest.subject_column)
-    except MedclInputError as err:
-        problems.add(f"attribute {spec.name!r}: {err}")
-        return None
-    row = {s: i for i, s in enumerate(ids)}
-    values = np.full((len(subject_ids), feats.shape[1]), np.nan, dtype=np.float32)
-    found = 0
-    for i, s in enumerate(subject_ids):
-        j = row.get(s)
-        if j is not None:
-            values[i] = feats[j]
-            found += 1
-    if found == 0 or np.isnan(values).any(axis=1).all():
-        problems.add(f"attribute {spec.name!r}: feature file {spec.features} has no usable row for any "
-                     f"subject of the table (ids are matched on {manifest.subject_column!r})")
-    return _Attribute(spec, values, None)
 
 
 __all__ = ["Cohort", "parse_cohort"]
