@@ -375,3 +375,29 @@ def test_manifest_option_fills_a_base_config_without_one(tiny_cohort: Path, tmp_
     err = capsys.readouterr().err
     assert "'weight'" in err and "Field required" not in err  # validated with the given manifest
     assert not (tmp_path / "out").exists()
+
+
+def test_repeats_average_fresh_fold_draws_of_the_same_features(tiny_cohort: Path, tmp_path: Path) -> None:
+    from medcl.train.config import load_config
+    from medcl.train.probe import probe_features
+
+    base = load_config(_tiny_config(tmp_path, tiny_cohort))
+    out = tmp_path / "cmp"
+    settings = CompareSettings(labels=["age"], seeds=1, folds=2, repeats=3, baseline="random_init")
+    result = compare.run_comparison(base, compare.parse_arms("random_init"), out, settings)
+
+    # independent reference: the run's own held-out features, probed with the three fold draws
+    saved = np.load(out / "runs/random_init/seed0/embeddings.npz")
+    cohort = Cohort.from_manifest(tiny_cohort)
+    held = np.flatnonzero(np.asarray(cohort.split()) != "train")
+    groups = np.asarray(cohort.patient_ids, dtype=object)[held]
+    draws = [probe_features(saved["features"], saved["age"], groups, "continuous", n_folds=2, seed=s)
+             for s in (0, 1000, 2000)]
+    maes = [d.metric("mae").mean for d in draws]
+    assert len({round(m, 9) for m in maes}) > 1  # the draws differ, so averaging them is not a no-op
+    row = result.rows[0]
+    assert row["value"] == pytest.approx(np.mean(maes))
+    assert result.folds[("random_init", 0, "age")] == pytest.approx(
+        [v for d in draws for v in d.metric("mae").per_fold])
+    assert json.loads((out / "summary.json").read_text())["settings"]["repeats"] == 3
+    assert "x 3 draws" in (out / "comparison.txt").read_text()
