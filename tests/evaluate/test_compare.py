@@ -378,8 +378,8 @@ def test_manifest_option_fills_a_base_config_without_one(tiny_cohort: Path, tmp_
 
 
 def test_repeats_average_fresh_fold_draws_of_the_same_features(tiny_cohort: Path, tmp_path: Path) -> None:
-    from medcl.train.config import load_config
-    from medcl.train.probe import probe_features
+    from medcl.evaluate.probe import probe_features
+    from medcl.pretrain.config import load_config
 
     base = load_config(_tiny_config(tmp_path, tiny_cohort))
     out = tmp_path / "cmp"
