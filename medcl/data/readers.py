@@ -1,6 +1,6 @@
 """Image formats: which MONAI reader loads which file, and a cheap pre-flight check.
 
-Supported (``image_format``):
+Supported (``image_format``, defined in :mod:`medcl.data.image_formats` and re-exported here):
 
 =========  ==========================================================  ======================
 format     files                                                       MONAI reader
@@ -28,14 +28,9 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from monai.transforms import LoadImaged
 
-from medcl.data.image_formats import (  # noqa: F401  (re-exported: the format table lives here)
-    ITK_SUFFIXES,
-    NIFTI_SUFFIXES,
-    PIL_SUFFIXES,
-    ImageFormat,
-    _is_dicom_file,
-    image_format,
-)
+from medcl.data.image_formats import ITK_SUFFIXES, NIFTI_SUFFIXES, PIL_SUFFIXES, ImageFormat, image_format
+
+__all__ = ["ImageFormat", "check_image", "image_format", "load_image", "load_image_transform"]
 
 
 def load_image_transform(keys: str | Sequence[str] = "image", *, channels: int = 1, **kwargs) -> LoadImaged:

@@ -1,4 +1,4 @@
-"""Encoders and projection heads."""
+"""Encoders and projection heads; :mod:`medcl.models.saved`: an encoder on disk (safetensors + JSON document)."""
 
 from medcl.models.encoders import Encoder, EncoderSpec, ProjectionHead, build_encoder
 
