@@ -1,6 +1,8 @@
 """The ``medcl`` command line. Thin: parse, call the library, print a short summary.
 
-Each sub-command lives in its own module and registers itself on ``app``. Heavy imports (torch,
+Each pipeline stage's sub-commands live in one module (``data_commands``, ``pretrain_commands``,
+``evaluate_commands``, ``export_commands``, ``report_commands``, ``demo_commands``) and register
+themselves on ``app``. Heavy imports (torch,
 MONAI, Lightning) happen inside the commands, so ``medcl --help`` answers quickly.
 Exit codes: 0 success, 2 bad input (clear message, no traceback), 1 internal error.
 """
@@ -31,17 +33,14 @@ from medcl.cli import (  # noqa: E402
     pretrain_commands,
 )
 
+# one commands module per pipeline stage; registration order is the order of `medcl --help`
 for _module in (data_commands, pretrain_commands, evaluate_commands, export_commands, demo_commands):
     _module.register(app)
-from medcl.cli import synth_commands  # noqa: E402
-
-synth_commands.register(app)
+data_commands.register_synth(app)
 from medcl.cli import report_commands  # noqa: E402
 
 report_commands.register(app)
-from medcl.cli import compare_commands  # noqa: E402
-
-compare_commands.register(app)
+evaluate_commands.register_compare(app)
 
 
 def main(argv: list[str] | None = None) -> int:
