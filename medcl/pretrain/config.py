@@ -86,9 +86,9 @@ class AugmentationOptions(_Strict):
     preset: str = Field("auto", description="augmentation preset (medcl.data.transforms.PRESETS); auto: mri3d "
                         "for 3D images, xray2d for 2D")
     backend: str = Field(
-        "monai", description="monai: per view in the loader workers; batched: whole batches as tensor ops on "
-        "the training device, after transfer (same parameter distributions, much faster, but on the demo "
-        "cohort it changes what kernel DU and SupCon learn: opt in, see docs/internals.md)"
+        "batched", description="batched: whole batches as tensor ops on the training device, after transfer "
+        "(same parameter distributions as monai, much faster); monai: per view in the loader workers "
+        "(see docs/internals.md, Augmentation)"
     )
     strength: float = Field(1.0, ge=0, description="factor on every augmentation magnitude (0: near-identity)")
 

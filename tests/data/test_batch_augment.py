@@ -359,7 +359,7 @@ def test_config_plain_string_means_the_preset(synthetic_2d_manifest: Path) -> No
     base = {"manifest": str(synthetic_2d_manifest)}
     plain = parse_config({**base, "augmentation": "xray2d"})
     assert plain.augmentation == parse_config({**base, "augmentation": {"preset": "xray2d"}}).augmentation
-    assert plain.augmentation.backend == "monai" and plain.augmentation.strength == 1.0
+    assert plain.augmentation.backend == "batched" and plain.augmentation.strength == 1.0
     both = parse_config({**base, "augmentation": "xray2d"},
                         overrides=["augmentation.backend=monai", "augmentation.strength=0.5"])
     assert (both.augmentation.preset, both.augmentation.backend, both.augmentation.strength) == (
