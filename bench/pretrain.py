@@ -5,7 +5,8 @@ Full step = cached data + augmentation + collate + forward/backward + loss. ``mo
 per view in the loader workers (timed as a block, the model-only step before and after it);
 ``batched``: the loader serves un-augmented images and the views of the whole batch are made on
 the training device (``PretrainModule.make_views``), its full steps alternating with model-only
-steps; its ratio is the median over those pairs. Goal: model-only / full >= 0.9.
+steps; its ratio is the median over those pairs. Goal: model-only / full >= 0.9. Measure on an
+idle machine: under load the model-only step slows most and the ratios drift up to 1 and beyond.
 The last line is ``step efficiency: 2D <ratio>, 3D <ratio>`` for the default (batched) backend.
 
     .venv/bin/python bench/pretrain.py [--steps 6] [--workers 2]
@@ -14,6 +15,7 @@ The last line is ``step efficiency: 2D <ratio>, 3D <ratio>`` for the default (ba
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import tempfile
 import time
@@ -107,6 +109,9 @@ def main() -> None:
     np.random.seed(0)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch 16 x 2 views, resnet18 "
           f"widths [16,32,64,128], cache memory, {args.workers} workers, {args.steps} steps")
+    load = os.getloadavg()[0]
+    if load > 0.5:  # contention slows the model-only step most: ratios near or above 1 mean nothing
+        print(f"warning: load average {load:.1f}: other processes share the cores, the ratios are not valid")
     ratios = {}
     with tempfile.TemporaryDirectory() as tmp:
         for dims, size in ((3, 32), (2, 64)):
