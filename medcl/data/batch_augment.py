@@ -126,9 +126,10 @@ class BatchAugmentation:
         n = images.shape[0]
         seeds = [view_seed(self.seed, epoch, i, v) for i in idx for v in range(views)]
         params = self.draw(seeds, tuple(images.shape[2:]))
-        with _one_cpu_thread(images.device):
+        threads = torch.get_num_threads()
+        with _cpu_threads(images.device, 1):
             x = images.float().repeat_interleave(views, dim=0)  # (n·V, C, *S): view-major per subject
-            out = self.apply(x, params)
+            out = self.apply(x, params, sampler_threads=threads)
         return out.reshape(n, views, *images.shape[1:])
 
     def draw(self, seeds: Sequence[int], size: Sequence[int]) -> ViewParameters:
@@ -138,13 +139,14 @@ class BatchAugmentation:
         u = torch.stack(rows) if rows else torch.zeros(0, _DRAWS, dtype=torch.float64)
         return _parameters(self.spec, u, [int(n) for n in size])
 
-    def apply(self, x: torch.Tensor, p: ViewParameters) -> torch.Tensor:
-        """Apply drawn parameters to ``x`` (B, C, *S), one view per row; returns a new tensor."""
+    def apply(self, x: torch.Tensor, p: ViewParameters, sampler_threads: int | None = None) -> torch.Tensor:
+        """Apply drawn parameters to ``x`` (B, C, *S), one view per row; returns a new tensor.
+        ``sampler_threads``: CPU threads of the two samplings (None: the current count)."""
         spec = self.spec
         # Two samplings, as MONAI's RandAffine then RandScaleCrop + Resize: one composed map
         # would be cheaper but gives sharper views (one interpolation instead of two).
-        x = _resample(x, p.matrix, p.offset)
-        x = _resample(x, p.crop_matrix, p.crop_shift)
+        x = _resample(x, p.matrix, p.offset, sampler_threads)
+        x = _resample(x, p.crop_matrix, p.crop_shift, sampler_threads)
         if spec.shift_prob > 0:
             x += (p.shift * p.shift_on).to(x).reshape(-1, *[1] * (x.ndim - 1))
         if spec.intensity_scale_prob > 0:
@@ -161,42 +163,24 @@ class BatchAugmentation:
         return x
 
 
-_outer_threads = 1
-"""The CPU thread count outside :func:`_one_cpu_thread` (what the two grid_samples get back)."""
-
-
 @contextmanager
-def _one_cpu_thread(device: torch.device) -> Iterator[None]:
-    """On the CPU, run the augmentation's small ops on one thread. They are many and small: with two
-    threads on a busy 2-core machine each op's fork/join waits for a descheduled thread, and a
-    batch took 5-20x longer (mri3d 32^3: 134 ms on one thread, 633 ms on two; xray2d 64^2: 19 vs
-    400 ms, measured under load). The two ``grid_sample`` calls are large enough to use every thread
-    (:func:`_all_cpu_threads`): on 2 idle cores the 3D step efficiency went from 0.44 to 0.60."""
-    global _outer_threads
-    if device.type != "cpu":
+def _cpu_threads(device: torch.device, threads: int | None) -> Iterator[None]:
+    """Run the block on ``threads`` torch CPU threads (nothing changes off the CPU or for None).
+
+    The augmentation's ops are many and small: with two threads on a busy 2-core machine each op's
+    fork/join waits for a descheduled thread, and a batch took 5-20x longer (mri3d 32^3: 134 ms on
+    one thread, 633 ms on two; xray2d 64^2: 19 vs 400 ms, under load), so they run on one thread.
+    The two ``grid_sample`` calls are large enough to use the caller's threads: on 2 idle cores that
+    took the 3D step efficiency from 0.44 to 0.55 (bench/pretrain.py)."""
+    if device.type != "cpu" or threads is None or threads == torch.get_num_threads():
         yield
         return
-    threads = torch.get_num_threads()
-    _outer_threads = threads
-    torch.set_num_threads(1)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
     try:
         yield
     finally:
-        torch.set_num_threads(threads)
-        _outer_threads = 1
-
-
-@contextmanager
-def _all_cpu_threads(device: torch.device) -> Iterator[None]:
-    """Inside :func:`_one_cpu_thread`, give one large op back the caller's CPU threads."""
-    if device.type != "cpu" or _outer_threads <= 1:
-        yield
-        return
-    torch.set_num_threads(_outer_threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(1)
+        torch.set_num_threads(before)
 
 
 def _n_bias(dims: int, degree: int) -> int:
@@ -286,7 +270,7 @@ def _rotation(angles: torch.Tensor, d: int) -> torch.Tensor:
     return out
 
 
-def _resample(x: torch.Tensor, matrix: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
+def _resample(x: torch.Tensor, matrix: torch.Tensor, offset: torch.Tensor, threads: int | None = None) -> torch.Tensor:
     """One ``grid_sample`` for the batch: output voxel c -> input voxel ``matrix @ c + offset``
     (centred voxel coordinates, array axis order); a batch of identity maps is copied."""
     d = matrix.shape[1]
@@ -300,7 +284,7 @@ def _resample(x: torch.Tensor, matrix: torch.Tensor, offset: torch.Tensor) -> to
     rev = list(range(d - 1, -1, -1))
     theta = torch.cat([theta_m[:, rev][:, :, rev], theta_t[:, rev, None]], dim=2)
     grid = _affine_grid(theta.to(device=x.device, dtype=x.dtype), x.shape[2:])
-    with _all_cpu_threads(x.device):
+    with _cpu_threads(x.device, threads):
         return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 

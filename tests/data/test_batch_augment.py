@@ -68,6 +68,22 @@ def test_same_seed_same_views_whatever_the_batch(preset: str, dims: int) -> None
     torch.testing.assert_close(swapped.flip(0), views, rtol=0, atol=1e-6)
 
 
+def test_views_do_not_depend_on_the_cpu_thread_count_which_is_restored() -> None:
+    images = torch.randn(4, 1, 10, 10, 10)
+    aug = BatchAugmentation(preset_spec("mri3d", 3), seed=3)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        two = aug(images, [0, 1, 2, 3], epoch=1)
+        assert torch.get_num_threads() == 2
+        torch.set_num_threads(1)
+        one = aug(images, [0, 1, 2, 3], epoch=1)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    torch.testing.assert_close(one, two, rtol=0, atol=1e-6)
+
+
 def test_views_differ_across_views_subjects_epochs_and_seeds() -> None:
     image = _blob(3, 12)[None].expand(2, 1, 12, 12, 12)  # the same image for two subjects
     aug = BatchAugmentation(preset_spec("mri3d", 3), seed=0)
