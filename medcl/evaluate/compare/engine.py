@@ -32,6 +32,7 @@ from medcl.evaluate.compare.fingerprints import (
 from medcl.evaluate.compare.marks import PROXY_CKA, PROXY_CORRELATION, proxy_mark, run_health
 from medcl.evaluate.compare.results import Comparison
 from medcl.evaluate.compare.statistics import _PRIMARY, _SECONDARY, lower_is_better
+from medcl.pretrain.progress import format_duration
 
 if TYPE_CHECKING:
     from medcl.data.cohort import Cohort
@@ -184,13 +185,6 @@ def _expected(arm: Arm, spent: dict[str, list[float]], arms: Sequence[Arm]) -> f
     return float(np.mean(alike or every)) if (alike or every) else 0.0
 
 
-def _clock(seconds: float) -> str:
-    seconds = round(max(seconds, 0))
-    h, rest = divmod(seconds, 3600)
-    m, s = divmod(rest, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
-
-
 def run_comparison(
     base: PretrainConfig,
     arms: Sequence[Arm],
@@ -291,7 +285,7 @@ def run_comparison(
         eta = sum(_expected(r.arm, spent, arms) for r in planned[n:])
         status = "reused" if reused else ("built" if not item.arm.trains else f"trained in {seconds:.0f} s")
         say(f"[{n}/{len(planned)}] {item.key}: {status}; {', '.join(scores)}"
-            f"{' (collapsed!)' if collapsed else ''} | elapsed {_clock(elapsed)}, ETA {_clock(eta)}")
+            f"{' (collapsed!)' if collapsed else ''} | elapsed {format_duration(elapsed)}, ETA {format_duration(eta)}")
 
     result.fold_ratio = float(np.mean(ratios)) if ratios else 0.25
     result.elapsed_s = time.perf_counter() - t0
