@@ -1,23 +1,16 @@
-"""A comparison's results: rows per arm x seed x label, the summary and the plain-text table.
-"""
-
+"""A comparison's results: rows per arm x seed x label, the summary and the plain-text table."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from medcl.evaluate.compare.arms import Arm, CompareSettings
 from medcl.evaluate.compare.marks import PROXY_CKA, PROXY_CORRELATION
 from medcl.evaluate.compare.statistics import _PRIMARY, corrected_fold_interval, lower_is_better, t_interval
-
-if TYPE_CHECKING:
-    pass
-
-
 
 # ------------------------------------------------------------------------------------ results
 
