@@ -4,19 +4,12 @@ See :mod:`medcl.evaluate.compare` for the statistics (paired differences to the 
 t-interval over seeds, corrected resampled t over folds).
 """
 
-
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import numpy as np
-
-if TYPE_CHECKING:
-    pass
-
-
 
 _PRIMARY = {"binary": "roc_auc", "multiclass": "roc_auc", "continuous": "mae"}
 _SECONDARY = {"binary": "balanced_accuracy", "multiclass": "balanced_accuracy", "continuous": "r2"}
