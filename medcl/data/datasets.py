@@ -27,10 +27,10 @@ from torch.utils.data import DataLoader, Dataset
 from medcl.data.transforms import (
     BACKENDS,
     augmentation_transforms,
-    default_preset,
     preprocessing_fingerprint,
     preprocessing_transforms,
     preset_spec,
+    resolve_preset,
     view_seed,
 )
 from medcl.errors import MedclInputError
@@ -195,7 +195,7 @@ class MultiViewDataset(Dataset):
         self.epoch = 0
         self.spec = None
         if isinstance(augmentation, str):
-            preset = default_preset(dims) if augmentation == "auto" else augmentation
+            preset = resolve_preset(augmentation, dims)
             self.spec = preset_spec(preset, dims, strength=augmentation_strength)
             self.augmentation = augmentation_transforms(
                 preset, dims, size=manifest.preprocessing.size, strength=augmentation_strength

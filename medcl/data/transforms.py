@@ -113,6 +113,11 @@ def default_preset(spatial_dims: int) -> AugmentationPreset:
     return "mri3d" if spatial_dims == 3 else "xray2d"
 
 
+def resolve_preset(preset: str, spatial_dims: int) -> str:
+    """``preset`` itself, or :func:`default_preset` for ``"auto"``."""
+    return default_preset(spatial_dims) if preset == "auto" else preset
+
+
 def view_seed(seed: int, epoch: int, index: int, view: int) -> int:
     """A 32-bit seed that depends only on (seed, epoch, subject index, view number)."""
     entropy = [int(seed) & 0xFFFFFFFF, int(epoch), int(index), int(view)]

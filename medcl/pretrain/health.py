@@ -1,6 +1,7 @@
 """Training health: is the representation spreading out, or collapsing to a point?
 
-Two numbers per epoch, averaged over the epoch's batches, on the L2-normalised projections z
+Two numbers per epoch, averaged over the epoch's batches (every
+``log_every_n_steps``-th, from the first), on the L2-normalised projections z
 (all views of the batch flattened to (N, d)):
 
 - ``health/spread``: ``sqrt(d) * mean_k std_k(z)``, the mean per-dimension standard deviation

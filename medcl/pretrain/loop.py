@@ -107,7 +107,7 @@ def prepare(config: PretrainConfig) -> PreparedRun:
         kernel = kernel.fit(values[train_idx], missing[train_idx])
         kernel_dict = kernel.to_dict()
 
-    from medcl.data.transforms import default_preset, preset_spec
+    from medcl.data.transforms import preset_spec, resolve_preset
     from medcl.kernels.spectrum import resolve_lam
 
     dims = manifest.image.spatial_dims
@@ -115,7 +115,7 @@ def prepare(config: PretrainConfig) -> PreparedRun:
     loss = config.loss.model_copy(update={"lam": resolve_lam(config.loss.lam, config.batch_size),
                                           **resolve_loss_options(config, cohort, names, train_idx)})
     aug = config.augmentation
-    preset = default_preset(dims) if aug.preset == "auto" else aug.preset
+    preset = resolve_preset(aug.preset, dims)
     preset_spec(preset, dims, strength=aug.strength)  # a preset made for other dims fails here
     resolved = config.model_copy(update={"encoder": encoder, "attributes": names, "kernel": kernel_dict,
                                          "loss": loss,

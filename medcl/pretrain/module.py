@@ -78,10 +78,10 @@ class PretrainModule(L.LightningModule):
         if aug.backend != "batched" or dims is None:
             return None
         from medcl.data.batch_augment import BatchAugmentation
-        from medcl.data.transforms import default_preset, preset_spec
+        from medcl.data.transforms import preset_spec, resolve_preset
 
-        preset = default_preset(dims) if aug.preset == "auto" else aug.preset
-        return BatchAugmentation(preset_spec(preset, dims, strength=aug.strength), seed=self.config.seed)
+        spec = preset_spec(resolve_preset(aug.preset, dims), dims, strength=aug.strength)
+        return BatchAugmentation(spec, seed=self.config.seed)
 
     def make_views(self, batch: dict[str, torch.Tensor], epoch: int) -> dict[str, torch.Tensor]:
         """A batch of un-augmented ``"image"`` (n, C, *S) -> the same batch with ``"views"``
@@ -143,9 +143,11 @@ class PretrainModule(L.LightningModule):
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=n)
         self.log("train/lr", self.optimizers().param_groups[0]["lr"], on_step=True, on_epoch=False,
                  batch_size=n)
-        with torch.no_grad():  # training health (medcl.pretrain.health): per-epoch means
-            self.log("health/spread", projection_spread(z), on_step=False, on_epoch=True, batch_size=n)
-            self.log("health/effective_rank", effective_rank(z), on_step=False, on_epoch=True, batch_size=n)
+        if batch_idx % self.config.log_every_n_steps == 0:  # training health (medcl.pretrain.health):
+            with torch.no_grad():  # epoch means over every n-th step (each costs an SVD and a sync)
+                self.log("health/spread", projection_spread(z), on_step=False, on_epoch=True, batch_size=n)
+                self.log("health/effective_rank", effective_rank(z), on_step=False, on_epoch=True,
+                         batch_size=n)
         if self.config.method in DU_METHODS:
             with torch.no_grad():
                 centroid = nn.functional.normalize(z.detach().float(), dim=-1).mean(dim=1)

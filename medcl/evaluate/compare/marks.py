@@ -4,7 +4,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -33,8 +32,10 @@ for every attribute kind, and the only measure for categorical and embedding att
 
 def run_health(run_path: Path) -> tuple[bool, str | None]:
     """``(collapsed, reason)`` from a run's ``summary.json["health"]`` (absent: not collapsed)."""
+    from medcl.pretrain.run_dir import RunDir
+
     try:
-        summary = json.loads((run_path / "summary.json").read_text())
+        summary = RunDir(run_path).summary()
     except (OSError, ValueError):
         return False, None
     health = summary.get("health") if isinstance(summary, dict) else None
