@@ -69,7 +69,6 @@ def load(path: Path) -> nn.Module:
     return rebuild_encoder(doc, weights, weights_file)
 
 
-
 def _bundle_transforms(input_spec: dict[str, Any]) -> list[dict[str, Any]]:
     """MONAI ConfigParser definitions of the preprocessing the encoder expects."""
     _, *size = input_shape(input_spec)

@@ -40,7 +40,6 @@ class OnnxEncoder(nn.Module):
         return torch.from_numpy(np.ascontiguousarray(out)).to(x.device)
 
 
-
 def load(path: Path) -> nn.Module:
     try:
         runner = OnnxEncoder(path)
@@ -50,7 +49,6 @@ def load(path: Path) -> nn.Module:
     meta = runner.session.get_modelmeta().custom_metadata_map
     doc = parse_document(meta.get(METADATA_KEY), path)
     return ExportedEncoder(runner, doc, "onnx")
-
 
 
 def write(module: nn.Module, doc: dict[str, Any], out: Path, x: torch.Tensor) -> list[Path]:

@@ -47,7 +47,6 @@ def _eval_mode(module: nn.Module) -> Iterator[nn.Module]:
         module.train(was_training)
 
 
-
 def _max_difference(a: torch.Tensor, b: torch.Tensor) -> float:
     if a.shape != b.shape:
         return float("inf")

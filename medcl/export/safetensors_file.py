@@ -28,7 +28,6 @@ def write(module: nn.Module, doc: dict[str, Any], out: Path, x: torch.Tensor | N
     return [out, sidecar]
 
 
-
 def load(path: Path) -> nn.Module:
     """A ``.safetensors`` file with its ``.json`` sidecar (or the document in its header)."""
     return load_safetensors(path)

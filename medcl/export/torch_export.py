@@ -63,8 +63,6 @@ def load(path: Path) -> nn.Module:
     return ExportedEncoder(program.module(), doc, "torch-export")
 
 
-
-
 def write(module: nn.Module, doc: dict[str, Any], out: Path, x: torch.Tensor) -> list[Path]:
     batch = torch.export.Dim("batch", min=1, max=4096)
     try:

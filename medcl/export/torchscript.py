@@ -50,8 +50,6 @@ def load(path: Path) -> nn.Module:
     return ExportedEncoder(module.eval(), doc, "torchscript")
 
 
-
-
 def write(module: nn.Module, doc: dict[str, Any], out: Path, x: torch.Tensor) -> list[Path]:
     with _no_deprecation_notes():
         traced = torch.jit.trace(module, (x,), check_trace=False)

@@ -87,7 +87,6 @@ def parse_document(text: str | bytes | None, path: Path) -> dict[str, Any]:
     return check_document(doc, path)
 
 
-
 def rebuild_encoder(doc: dict[str, Any], weights: dict[str, torch.Tensor], path: Path) -> nn.Module:
     from medcl.models.encoders import EncoderSpec, build_encoder
 
@@ -127,7 +126,6 @@ def load_safetensors(path: Path, sidecar: Path | None = None) -> nn.Module:
     else:
         doc = parse_document(header.get(METADATA_KEY), path)
     return rebuild_encoder(doc, weights, path)
-
 
 
 def state_dict_copy(module: nn.Module) -> dict[str, torch.Tensor]:

@@ -33,6 +33,7 @@ from medcl.evaluate.artefacts import (
     METRICS_FILE,
     PROBE_DIR,
 )
+from medcl.models.saved import medcl_version
 from medcl.report import plots
 from medcl.report.collect import (
     MetricSummary,
@@ -141,7 +142,7 @@ def build_html(
         '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
         f"<title>{_e(title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n"
         f"<header>\n<h1>{_e(title)}</h1>\n"
-        f'<p class="meta">Generated {stamp} by medcl {_e(_version())} · {len(runs)} run(s)</p>\n'
+        f'<p class="meta">Generated {stamp} by medcl {_e(medcl_version())} · {len(runs)} run(s)</p>\n'
         f"<nav>{nav}</nav>\n</header>\n<main>\n{body}\n</main>\n</body>\n</html>\n"
     )
 
@@ -484,10 +485,3 @@ def _e(value: object) -> str:
     return html.escape(str(value), quote=True)
 
 
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("medcl")
-    except PackageNotFoundError:
-        return "(development)"

@@ -14,7 +14,6 @@ if TYPE_CHECKING:
     from medcl.pretrain.config import PretrainConfig
 
 
-
 RANDOM_INIT = "random_init"
 PRIOR_METHODS = ("kernel_du", "y_aware")  # methods whose ":a+b" names prior attributes
 

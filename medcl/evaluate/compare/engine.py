@@ -24,7 +24,6 @@ from medcl.errors import MedclInputError
 from medcl.evaluate.compare.arms import RANDOM_INIT, Arm, CompareSettings, _check_unique
 from medcl.evaluate.compare.fingerprints import (
     FINGERPRINT_FILE,
-    _version,
     cohort_digest,
     run_fingerprint,
     stored_fingerprint,
@@ -32,12 +31,12 @@ from medcl.evaluate.compare.fingerprints import (
 from medcl.evaluate.compare.marks import PROXY_CKA, PROXY_CORRELATION, proxy_mark, run_health
 from medcl.evaluate.compare.results import Comparison
 from medcl.evaluate.compare.statistics import _PRIMARY, _SECONDARY, lower_is_better
+from medcl.models.saved import medcl_version
 from medcl.pretrain.progress import format_duration
 
 if TYPE_CHECKING:
     from medcl.data.cohort import Cohort
     from medcl.pretrain.config import PretrainConfig
-
 
 
 # ------------------------------------------------------------------------------------- engine
@@ -92,7 +91,7 @@ def plan(base: PretrainConfig, arms: Sequence[Arm], settings: CompareSettings) -
     for name in settings.colour_by:
         if name not in cohort.attribute_names:
             raise MedclInputError(f"colour_by: no attribute {name!r}; known: {cohort.attribute_names}")
-    version = _version()
+    version = medcl_version()
     planned: list[_Planned] = []
     resolved: dict[str, Any] = {}
     cohort_sha: dict[str, str] = {}
@@ -334,7 +333,7 @@ def _write_outputs(result: Comparison) -> None:
         "elapsed_s": round(result.elapsed_s, 1),
         "summary": result.summary(),
         "fingerprints": result.fingerprints,
-        "medcl_version": _version(),
+        "medcl_version": medcl_version(),
     }))
     table = result.table()
     write_text(out / "comparison.txt", table + "\n")

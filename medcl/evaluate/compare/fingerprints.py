@@ -13,9 +13,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from medcl.models.saved import medcl_version
+
 if TYPE_CHECKING:
     from medcl.data.cohort import Cohort
-
 
 
 FINGERPRINT_FILE = "fingerprint.json"
@@ -24,15 +25,6 @@ _DISPLAY_KEYS = ("progress_bar",)  # config keys that change nothing learned: le
 
 
 # ---------------------------------------------------------------------------------- fingerprints
-
-
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("medcl")
-    except PackageNotFoundError:
-        return "unknown"
 
 
 def cohort_digest(cohort: Cohort, attributes: Sequence[str] | None = None) -> str:
@@ -68,7 +60,7 @@ def run_fingerprint(resolved: dict[str, Any], cohort_sha: str, version: str | No
     """
     config = {k: v for k, v in resolved.items() if k not in _DISPLAY_KEYS}
     config_sha = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()
-    version = _version() if version is None else version
+    version = medcl_version() if version is None else version
     whole = hashlib.sha256(f"{FINGERPRINT_VERSION}|{config_sha}|{cohort_sha}|{version}".encode()).hexdigest()
     return {"fingerprint": whole, "config_sha256": config_sha, "cohort_sha256": cohort_sha,
             "medcl_version": version, "format": FINGERPRINT_VERSION}

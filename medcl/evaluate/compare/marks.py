@@ -16,7 +16,6 @@ if TYPE_CHECKING:
     from medcl.data.cohort import Cohort
 
 
-
 PROXY_CORRELATION = 0.7
 """|Pearson r| between a continuous or binary prior attribute and a binary or continuous label, on the
 training split, that marks a close proxy: the attribute alone explains about half (r^2 >= 0.49) of
