@@ -19,7 +19,8 @@ from collections.abc import Callable
 
 import torch
 
-from medcl.data.batch_augment import BatchAugmentation, _add_noise, _bias_log_field, _blur, _gamma, _resample
+from medcl.data.batch_augment import BatchAugmentation, _add_noise, _bias_log_field, _blur, _gamma
+from medcl.data.resample import resample
 from medcl.data.transforms import preset_spec, spec_transforms, view_seed
 
 SUBJECTS, VIEWS = 16, 2
@@ -53,7 +54,7 @@ def _monai(preset: str, dims: int, images: torch.Tensor) -> Callable[[], object]
 
 
 def _spatial(x: torch.Tensor, p) -> torch.Tensor:
-    return _resample(_resample(x, p.matrix, p.offset), p.crop_matrix, p.crop_shift)
+    return resample(resample(x, p.matrix, p.offset), p.crop_matrix, p.crop_shift)
 
 
 def _profile(aug: BatchAugmentation, images: torch.Tensor, repeats: int) -> dict[str, float]:
@@ -64,7 +65,7 @@ def _profile(aug: BatchAugmentation, images: torch.Tensor, repeats: int) -> dict
     x = images.repeat_interleave(VIEWS, dim=0)
     spec = aug.spec
     out = {"draw parameters": _median_ms(lambda: aug.draw(seeds, list(images.shape[2:])), repeats),
-           "spatial: 2 grid_samples (affine; crop, flip)": _median_ms(lambda: _spatial(x, p), repeats)}
+           "spatial: affine; crop + flip    ": _median_ms(lambda: _spatial(x, p), repeats)}
     steps = {"bias field": (spec.bias_prob, p.bias_on, lambda v, s: v * torch.exp(_bias_log_field(s.bias, v, spec))
                             .unsqueeze(1)),
              "gamma": (spec.gamma_prob, p.gamma_on, lambda v, s: _gamma(v, s.gamma)),

@@ -5,10 +5,10 @@ The per-view MONAI chain (:func:`medcl.data.transforms.augmentation_transforms`)
 the same distributions (one :class:`~medcl.data.transforms.AugmentationSpec`) and applies them to
 ``(n, C, *S)`` images at once:
 
-- the spatial steps take two ``grid_sample`` calls over the whole batch (bilinear / trilinear,
-  zero padding, ``align_corners=False``): the affine, then random crop + resize (or zoom) and flip
-  folded into one map. MONAI also interpolates twice; folding everything into one sampling is
-  cheaper but gives visibly sharper views than the MONAI backend;
+- the spatial steps take two samplings of the whole batch (bilinear / trilinear, zero padding,
+  :func:`medcl.data.resample.resample`): the affine, then random crop + resize (or zoom) and flip
+  folded into one axis-aligned map (exact per-axis matrix products, no ``grid_sample``). MONAI
+  also interpolates twice; folding everything into one sampling gives visibly sharper views;
 - intensity steps (shift, scale, bias field, gamma, noise, blur) run only on the views that drew
   them, vectorised over those views; blur is a separable grouped convolution.
 
@@ -23,14 +23,14 @@ presets; MONAI and TorchIO transform one sample at a time (numbers: docs/interna
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 from functools import lru_cache
 
 import torch
 import torch.nn.functional as F
 
+from medcl.data.resample import cpu_threads, resample
 from medcl.data.transforms import AugmentationSpec, view_seed
 
 __all__ = ["BatchAugmentation", "ViewParameters", "bias_field_basis"]
@@ -127,7 +127,7 @@ class BatchAugmentation:
         seeds = [view_seed(self.seed, epoch, i, v) for i in idx for v in range(views)]
         params = self.draw(seeds, tuple(images.shape[2:]))
         threads = torch.get_num_threads()
-        with _cpu_threads(images.device, 1):
+        with cpu_threads(images.device, 1):
             x = images.float().repeat_interleave(views, dim=0)  # (n·V, C, *S): view-major per subject
             out = self.apply(x, params, sampler_threads=threads)
         return out.reshape(n, views, *images.shape[1:])
@@ -144,9 +144,9 @@ class BatchAugmentation:
         ``sampler_threads``: CPU threads of the two samplings (None: the current count)."""
         spec = self.spec
         # Two samplings, as MONAI's RandAffine then RandScaleCrop + Resize: one composed map
-        # would be cheaper but gives sharper views (one interpolation instead of two).
-        x = _resample(x, p.matrix, p.offset, sampler_threads)
-        x = _resample(x, p.crop_matrix, p.crop_shift, sampler_threads)
+        # would give sharper views (one interpolation instead of two).
+        x = resample(x, p.matrix, p.offset, sampler_threads)
+        x = resample(x, p.crop_matrix, p.crop_shift, sampler_threads)
         if spec.shift_prob > 0:
             x += (p.shift * p.shift_on).to(x).reshape(-1, *[1] * (x.ndim - 1))
         if spec.intensity_scale_prob > 0:
@@ -161,26 +161,6 @@ class BatchAugmentation:
         if spec.blur_prob > 0:
             _on_subset(x, p, p.blur_on, lambda v, sel: _blur(v, sel.blur_sigma))
         return x
-
-
-@contextmanager
-def _cpu_threads(device: torch.device, threads: int | None) -> Iterator[None]:
-    """Run the block on ``threads`` torch CPU threads (nothing changes off the CPU or for None).
-
-    The augmentation's ops are many and small: with two threads on a busy 2-core machine each op's
-    fork/join waits for a descheduled thread, and a batch took 5-20x longer (mri3d 32^3: 134 ms on
-    one thread, 633 ms on two; xray2d 64^2: 19 vs 400 ms, under load), so they run on one thread.
-    The two ``grid_sample`` calls are large enough to use the caller's threads: on 2 idle cores that
-    took the 3D step efficiency from 0.44 to 0.55 (bench/pretrain.py)."""
-    if device.type != "cpu" or threads is None or threads == torch.get_num_threads():
-        yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def _n_bias(dims: int, degree: int) -> int:
@@ -268,39 +248,6 @@ def _rotation(angles: torch.Tensor, d: int) -> torch.Tensor:
         r[:, i, i], r[:, i, j], r[:, j, i], r[:, j, j] = c, -sign * s, sign * s, c
         out = out @ r
     return out
-
-
-def _resample(x: torch.Tensor, matrix: torch.Tensor, offset: torch.Tensor, threads: int | None = None) -> torch.Tensor:
-    """One ``grid_sample`` for the batch: output voxel c -> input voxel ``matrix @ c + offset``
-    (centred voxel coordinates, array axis order); a batch of identity maps is copied."""
-    d = matrix.shape[1]
-    eye = torch.eye(d, dtype=matrix.dtype)
-    if bool(((matrix - eye).abs().amax() < 1e-12) & (offset.abs().amax() < 1e-12)):
-        return x.clone()
-    # grid_sample's normalised coordinates (align_corners=False): u = 2 c / n, axes reversed.
-    half = torch.tensor(x.shape[2:], dtype=torch.float64) / 2
-    theta_m = matrix * half[None, None, :] / half[None, :, None]
-    theta_t = offset / half
-    rev = list(range(d - 1, -1, -1))
-    theta = torch.cat([theta_m[:, rev][:, :, rev], theta_t[:, rev, None]], dim=2)
-    grid = _affine_grid(theta.to(device=x.device, dtype=x.dtype), x.shape[2:])
-    with _cpu_threads(x.device, threads):
-        return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-
-
-def _affine_grid(theta: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
-    """``F.affine_grid(theta, align_corners=False)`` built as a sum of per-axis terms (the grid
-    is affine in the voxel index): a few broadcast adds instead of a batched matmul per voxel."""
-    d = len(size)
-    terms = []
-    for k, n in enumerate(reversed(list(size))):  # k: grid component axis (x = last array axis)
-        base = (torch.arange(n, device=theta.device, dtype=theta.dtype) * 2 + 1) / n - 1
-        terms.append(base[None, :, None] * theta[:, None, :, k])  # (b, n, d)
-    if d == 2:
-        tx, ty = terms
-        return (ty + theta[:, None, :, 2])[:, :, None, :] + tx[:, None, :, :]
-    tx, ty, tz = terms
-    return ((tz + theta[:, None, :, 3])[:, :, None, None, :] + ty[:, None, :, None, :]) + tx[:, None, None, :, :]
 
 
 def _on_subset(x: torch.Tensor, p: ViewParameters, on: torch.Tensor,

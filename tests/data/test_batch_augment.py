@@ -31,11 +31,11 @@ from medcl.data.batch_augment import (  # the steps, checked one by one
     BatchAugmentation,
     _blur,
     _gamma,
-    _resample,
     _rotation,
     bias_field_basis,
 )
 from medcl.data.datasets import MultiViewDataset, collate_multiview
+from medcl.data.resample import resample
 from medcl.data.transforms import preset_spec, spec_transforms, view_seed
 from medcl.errors import MedclInputError
 from medcl.pretrain.config import parse_config
@@ -120,7 +120,7 @@ def test_affine_equals_monai_affine(dims: int, size: tuple) -> None:
     scale = torch.tensor([[1.1, 0.9, 1.05][:dims]], dtype=torch.float64)
     shift = torch.tensor([[1.5, -2.0, 0.7][:dims]], dtype=torch.float64)
     rot = _rotation(angles, dims)
-    ours = _resample(image, rot @ torch.diag_embed(scale), (rot @ shift[:, :, None])[:, :, 0])[0]
+    ours = resample(image, rot @ torch.diag_embed(scale), (rot @ shift[:, :, None])[:, :, 0])[0]
     ref = Affine(rotate_params=angles[0].tolist(), scale_params=scale[0].tolist(),
                  translate_params=shift[0].tolist(), padding_mode="zeros", image_only=True)(image[0])
     torch.testing.assert_close(ours, torch.as_tensor(ref), rtol=0, atol=1e-5)
@@ -134,7 +134,7 @@ def test_crop_resize_flip_equals_monai_inside_the_crop(dims: int, size: tuple) -
     start = torch.tensor([[2, 1, 3][:dims]], dtype=torch.float64)
     sign = torch.ones(1, dims, dtype=torch.float64)
     sign[0, 0] = -1
-    ours = _resample(image, torch.diag_embed(roi / n * sign), start + (roi - n) / 2)[0]
+    ours = resample(image, torch.diag_embed(roi / n * sign), start + (roi - n) / 2)[0]
     crop = image[0][(slice(None), *[slice(int(a), int(a + r)) for a, r in zip(start[0], roi[0], strict=True)])]
     ref = Flip(0)(Resize(list(size), mode="bilinear" if dims == 2 else "trilinear")(crop))
     # One grid_sample reads the crop's true neighbours in the outer half voxel, where MONAI's
