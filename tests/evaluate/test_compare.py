@@ -224,6 +224,25 @@ def test_fingerprint_changes_with_config_cohort_and_version(tiny_cohort: Path, t
     assert cohort_digest(Cohort.from_manifest(copy / "manifest.yaml")) != sha
 
 
+def test_fingerprints_ignore_options_the_method_never_reads(tiny_cohort: Path) -> None:
+    from medcl.evaluate.compare.fingerprints import learned_settings
+    from medcl.pretrain.config import parse_config
+    from medcl.pretrain.loop import prepare
+
+    def fingerprint(method: str, **extra) -> str:
+        raw = {"manifest": str(tiny_cohort), "method": method, "attributes": [] if method == "du" else ["age"],
+               "encoder": {"arch": "resnet18", "widths": [4, 4, 8, 8]}, "epochs": 1, "batch_size": 8, **extra}
+        return run_fingerprint(learned_settings(prepare(parse_config(raw)).config), "0" * 64, "0.1.0")["fingerprint"]
+
+    prior = {"prior": {"instance_weight": 0.3, "bandwidth_scale": 0.5}}
+    assert fingerprint("du") == fingerprint("du", **prior) == fingerprint("du", loss={"sigma": 2.0, "lam": 0.1})
+    assert fingerprint("du") != fingerprint("du", loss={"t": 3.0})  # DU reads t
+    assert fingerprint("kernel_du") != fingerprint("kernel_du", **prior)
+    assert fingerprint("kernel_du") != fingerprint("kernel_du", loss={"lam": 0.1})
+    assert fingerprint("y_aware", loss={"sigma": 2.0}) != fingerprint("y_aware", loss={"sigma": 3.0})
+    assert fingerprint("simclr") == fingerprint("simclr", loss={"temperature": 0.1})  # its default, resolved
+
+
 # ------------------------------------------------------------------------------------- end to end
 
 

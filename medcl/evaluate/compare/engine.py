@@ -25,6 +25,7 @@ from medcl.evaluate.compare.arms import RANDOM_INIT, Arm, CompareSettings, _chec
 from medcl.evaluate.compare.fingerprints import (
     FINGERPRINT_FILE,
     cohort_digest,
+    learned_settings,
     run_fingerprint,
     stored_fingerprint,
 )
@@ -113,7 +114,7 @@ def plan(base: PretrainConfig, arms: Sequence[Arm], settings: CompareSettings) -
             r = resolved[arm.name]
             if arm.trains:
                 config = r.model_copy(update={"seed": seed})
-                data = config.model_dump(mode="json")
+                data = learned_settings(config)
             else:
                 config, data = None, {**r, "seed": seed}
             planned.append(_Planned(arm, seed, config, run_fingerprint(data, cohort_sha[arm.name], version)))

@@ -1,7 +1,7 @@
 """Fingerprints that decide whether a finished arm x seed run can be reused.
 
-The SHA-256 of the fully resolved config, the cohort's content and the medcl version; see
-:mod:`medcl.evaluate.compare`.
+The SHA-256 of the fully resolved config (less what the run's method never reads), the cohort's
+content and the medcl version; see :mod:`medcl.evaluate.compare`.
 """
 
 
@@ -17,6 +17,7 @@ from medcl.models.saved import medcl_version
 
 if TYPE_CHECKING:
     from medcl.data.cohort import Cohort
+    from medcl.pretrain.config import PretrainConfig
 
 
 FINGERPRINT_FILE = "fingerprint.json"
@@ -51,6 +52,26 @@ def cohort_digest(cohort: Cohort, attributes: Sequence[str] | None = None) -> st
         size = p.stat().st_size if p.is_file() else sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
         h.update(f"\0{p.name}:{size}".encode())
     return h.hexdigest()
+
+
+def learned_settings(config: PretrainConfig) -> dict[str, Any]:
+    """The resolved config as a JSON-ready dict, less the options its method never reads.
+
+    ``loss`` becomes the options the method's loss is built with (resolved: a default temperature
+    and an explicit one are the same run) and ``prior`` is dropped when the run has no prior
+    kernel, so a DU or SimCLR baseline is reused across ``--set prior.*`` or ``loss.sigma`` sweeps
+    instead of being retrained (and, training being chaotic, scoring differently) for each.
+    """
+    from medcl.atomic import json_safe
+    from medcl.pretrain.module import loss_options
+
+    data = config.model_dump(mode="json")
+    options = loss_options(config, kernel=None)
+    options.pop("kernel", None)
+    data["loss"] = json_safe(options)
+    if config.kernel is None:
+        data.pop("prior", None)
+    return data
 
 
 def run_fingerprint(resolved: dict[str, Any], cohort_sha: str, version: str | None = None) -> dict[str, Any]:
