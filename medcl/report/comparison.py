@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from medcl.evaluate.compare.marks import PROXY_CKA, PROXY_CORRELATION
-from medcl.evaluate.compare.results import Comparison, _interval, _repeats, _signed
+from medcl.evaluate.compare.results import Comparison, _interval, _repeats, _signed, entry_marks
 from medcl.evaluate.compare.statistics import _PRIMARY, lower_is_better
 
 
@@ -34,18 +34,25 @@ def comparison_html(result: Comparison) -> str:
              f"({result.settings.folds}-fold patient-level CV{_repeats(result.settings)}); mean over seeds; "
              f"Δ = paired difference to {e(base)} per seed with its 95% t-interval over seeds. "
              f"† prior is the probed label or a close proxy (|r| ≥ {PROXY_CORRELATION} or CKA ≥ {PROXY_CKA} "
-             "on the training split); ! training collapsed in some seed.</p>"]
+             "on the training split); ! training collapsed in some seed; ✗ training diverged (non-finite "
+             "loss) in some seed, left out of the mean and the differences.</p>"]
     for label, kind in result.labels.items():
         metric = _PRIMARY[kind]
         rows = []
         for entry in (x for x in result.summary() if x["label"] == label):
-            marks = ("†" if entry["proxy"] else "") + ("!" if entry["collapsed"] else "")
+            marks = entry_marks(entry)
+            if entry["mean"] is None:
+                rows.append(f"<tr><td>{e(entry['arm'])} {marks}</td><td colspan=\"4\">diverged on every seed: "
+                            "no result</td></tr>")
+                continue
             d = entry["diff"]
             diff = "baseline" if d is None else f"{_signed(d['mean'])}"
             lo, hi = (None, None) if d is None else _interval(d, entry["seeds"])
             ci = "" if lo is None or not np.isfinite(lo) else f"[{_signed(lo)}, {_signed(hi)}]"
             sd = "" if entry["sd"] is None else f" ± {entry['sd']:.3f}"
-            note = "; ".join(x for x in (entry["proxy_reason"], *entry["collapse_reasons"]) if x)
+            seeds = ", ".join(map(str, entry["diverged_seeds"]))
+            diverged = f"diverged on seed {seeds}" if seeds else ""
+            note = "; ".join(x for x in (entry["proxy_reason"], *entry["collapse_reasons"], diverged) if x)
             rows.append(f"<tr><td>{e(entry['arm'])} {marks}</td><td class=\"num\">{entry['mean']:.3f}{sd}</td>"
                         f"<td class=\"num\">{diff}</td><td class=\"num\">{ci}</td><td>{e(note)}</td></tr>")
         better = "lower" if lower_is_better(metric) else "higher"

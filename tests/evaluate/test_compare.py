@@ -203,6 +203,24 @@ def test_proxy_mark_the_label_itself_a_close_proxy_and_an_unrelated_attribute(ti
     assert not proxy_mark(cohort, parse_arm("du"), "age", train)[0]
 
 
+def test_diverged_seeds_are_marked_and_left_out_of_means_and_pairs() -> None:
+    rows = [("du", 0, "dx", 0.60), ("du", 1, "dx", 0.70), ("du", 2, "dx", 0.50),
+            ("kdu_age", 0, "dx", 0.65), ("kdu_age", 2, "dx", 0.80)]  # kdu_age seed 1 diverged: no row
+    result = _comparison(rows)
+    result.arms.append(Arm("boom", "du"))
+    result.diverged = {"kdu_age": {1: "loss is nan at step 3"}, "boom": {0: "nan", 1: "nan", 2: "nan"}}
+    by = {e["arm"]: e for e in result.summary() if e["label"] == "dx"}
+    kdu = by["kdu_age"]
+    assert kdu["seeds"] == 2 and kdu["mean"] == pytest.approx(0.725) and kdu["diverged_seeds"] == [1]
+    assert kdu["diff"]["per_seed"] == [pytest.approx(0.05), pytest.approx(0.30)]  # seeds 0 and 2 only
+    assert by["boom"]["mean"] is None and by["boom"]["diverged_seeds"] == [0, 1, 2]
+    assert by["du"]["diverged_seeds"] == []
+    table = result.table()
+    assert re.search(r"^kdu_age ✗\s+0\.725", table, re.M)
+    assert re.search(r"^boom ✗\s+diverged on every seed", table, re.M)
+    assert "kdu_age seed 1; boom seed 0, 1, 2" in table
+
+
 # ---------------------------------------------------------------------------------- fingerprints
 
 
@@ -326,6 +344,31 @@ def test_compare_end_to_end_held_out_probes_reuse_and_stale_runs(tiny_cohort: Pa
     latest = json.loads((out / "summary.json").read_text())["fingerprints"]
     assert latest["du"]["0"] != first["du"]["0"]
     assert json.loads((out / "runs/du/seed0/fingerprint.json").read_text())["fingerprint"] == latest["du"]["0"]
+
+
+@pytest.mark.timeout(120)
+def test_a_diverging_arm_is_marked_and_the_comparison_goes_on(tiny_cohort: Path, tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    import medcl.pretrain.loop as pretrain_module
+    from medcl.evaluate.compare import run_comparison
+    from medcl.pretrain.config import load_config
+
+    base = load_config(_tiny_config(tmp_path, tiny_cohort))
+    arms = [Arm("du", "du"), Arm("boom", "du", overrides=("optimizer.lr=1e30",))]  # a real NaN loss
+    settings = CompareSettings(labels=["diagnosis"], seeds=1, folds=2, repeats=1)
+    result = run_comparison(base, arms, tmp_path / "out", settings)
+    assert result.diverged["boom"][0].startswith("the du loss is nan")
+    assert [r["arm"] for r in result.rows] == ["du"]  # du probed; boom has no result rows
+    summary = json.loads((tmp_path / "out/summary.json").read_text())
+    assert "nan" in summary["diverged"]["boom"]["0"]
+    assert json.loads((tmp_path / "out/runs/boom/seed0/diverged.json").read_text())["fingerprint"]
+    assert "boom ✗" in (tmp_path / "out/comparison.txt").read_text()
+    # rerun: the diverged run is reused (training is deterministic), not retrained
+    trained: list[str] = []
+    real = pretrain_module.pretrain
+    monkeypatch.setattr(pretrain_module, "pretrain", lambda config, out: trained.append(str(out)) or real(config, out))
+    again = run_comparison(base, arms, tmp_path / "out", settings)
+    assert trained == [] and again.diverged == result.diverged
 
 
 @pytest.mark.parametrize(("extra", "culprit"), [

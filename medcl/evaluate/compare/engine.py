@@ -8,6 +8,7 @@ Writes ``results.csv``, ``summary.json``, ``comparison.txt`` and ``runs/<arm>/se
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import time
@@ -135,30 +136,52 @@ def _held_out(cohort: Cohort, run_path: Path | None) -> np.ndarray:
     return np.flatnonzero(~np.isin(ids, list(train_ids)))
 
 
-def _ensure_run(item: _Planned, run_path: Path) -> tuple[bool, float]:
+DIVERGED_FILE = "diverged.json"
+
+
+def _ensure_run(item: _Planned, run_path: Path) -> tuple[bool, float, str | None]:
     """Reuse the run at ``run_path`` when finished with the same fingerprint, else (re)train it.
 
-    Returns ``(reused, seconds spent)``.
+    Returns ``(reused, seconds spent, why it diverged or None)``. A run whose loss became
+    non-finite is kept with ``diverged.json`` (its fingerprint and the error) and reported as
+    diverged, also when reused: training is deterministic, so retraining would diverge again.
     """
+    from medcl.pretrain.module import NonFiniteLossError
     from medcl.pretrain.run_dir import RunDir
 
     start = time.perf_counter()
     want = item.fingerprint["fingerprint"]
     run = RunDir(run_path)
+    diverged = _stored_divergence(run_path, want)
+    if diverged is not None:
+        return True, time.perf_counter() - start, diverged
     done = (run.is_finished() if item.arm.trains else (run_path / "config.yaml").is_file())
     if done and stored_fingerprint(run_path) == want:
-        return True, time.perf_counter() - start
+        return True, time.perf_counter() - start, None
     if run_path.exists():
         shutil.rmtree(run_path)  # stale (other settings) or unfinished: never mixed in
     if item.arm.trains:
         from medcl.pretrain.loop import pretrain
 
-        pretrain(item.config, run_path)
+        try:
+            pretrain(item.config, run_path)
+        except NonFiniteLossError as err:
+            write_json(run_path / DIVERGED_FILE, {"fingerprint": want, "error": str(err)})
+            return False, time.perf_counter() - start, str(err)
     else:
         run_path.mkdir(parents=True, exist_ok=True)
         write_text(run_path / "config.yaml", f"method: {RANDOM_INIT}\nseed: {item.seed}\n")
     write_json(run_path / FINGERPRINT_FILE, item.fingerprint)
-    return False, time.perf_counter() - start
+    return False, time.perf_counter() - start, None
+
+
+def _stored_divergence(run_path: Path, fingerprint: str) -> str | None:
+    """The error of a run that diverged with this fingerprint (None: it did not, or other settings)."""
+    try:
+        record = json.loads((run_path / DIVERGED_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return str(record.get("error", "non-finite loss")) if record.get("fingerprint") == fingerprint else None
 
 
 def _encoder(item: _Planned, run_path: Path, base: PretrainConfig, cohort: Cohort):
@@ -234,7 +257,15 @@ def run_comparison(
     for n, item in enumerate(planned, 1):
         unit_start = time.perf_counter()
         run_path = out / "runs" / item.arm.dirname / f"seed{item.seed}"
-        reused, seconds = _ensure_run(item, run_path)
+        reused, seconds, diverged = _ensure_run(item, run_path)
+        if diverged is not None:  # marked and left out of the statistics; the comparison goes on
+            result.diverged.setdefault(item.arm.name, {})[item.seed] = diverged
+            result.fingerprints.setdefault(item.arm.name, {})[str(item.seed)] = item.fingerprint["fingerprint"]
+            spent.setdefault(item.arm.name, []).append(time.perf_counter() - unit_start)
+            eta = sum(_expected(r.arm, spent, arms) for r in planned[n:])
+            say(f"[{n}/{len(planned)}] {item.key}: DIVERGED ({diverged}); left out of the statistics | "
+                f"elapsed {format_duration(time.perf_counter() - t0)}, ETA {format_duration(eta)}")
+            continue
         rows_held = _held_out(cohort, run_path if item.arm.trains else None)
         if not np.array_equal(rows_held, held_out):
             raise MedclInputError(f"{run_path}: its split differs from the cohort's; delete the run folder")
@@ -333,6 +364,7 @@ def _write_outputs(result: Comparison) -> None:
         "fold_test_train_ratio": result.fold_ratio,
         "elapsed_s": round(result.elapsed_s, 1),
         "summary": result.summary(),
+        "diverged": {arm: {str(seed): why for seed, why in seeds.items()} for arm, seeds in result.diverged.items()},
         "fingerprints": result.fingerprints,
         "medcl_version": medcl_version(),
     }))

@@ -29,6 +29,7 @@ class Comparison:
     held_out: int = 0
     fold_ratio: float = 0.25  # mean n_test / n_train of the probe folds
     fingerprints: dict[str, dict[str, str]] = field(default_factory=dict)  # arm -> seed -> fingerprint
+    diverged: dict[str, dict[int, str]] = field(default_factory=dict)  # arm -> seed -> error (no rows)
     elapsed_s: float = 0.0
 
     def summary(self) -> list[dict[str, Any]]:
@@ -41,7 +42,14 @@ class Comparison:
             by = {(r["arm"], r["seed"]): r for r in self.rows if r["label"] == label}
             for arm in self.arms:
                 seeds = sorted(s for (a, s) in by if a == arm.name)
+                diverged = sorted(self.diverged.get(arm.name, {}))
                 if not seeds:
+                    if len(diverged) >= self.settings.seeds:  # every seed diverged
+                        out.append({"arm": arm.name, "method": arm.method, "label": label, "kind": kind,
+                                    "metric": metric, "lower_is_better": lower, "seeds": 0, "mean": None,
+                                    "sd": None, "is_baseline": arm.name == base, "diff": None, "proxy": False,
+                                    "proxy_reason": None, "proxy_measures": {}, "collapsed": False,
+                                    "collapsed_seeds": [], "collapse_reasons": [], "diverged_seeds": diverged})
                     continue
                 vals = np.array([by[(arm.name, s)]["value"] for s in seeds], float)
                 paired = [s for s in seeds if (base, s) in by]
@@ -69,6 +77,7 @@ class Comparison:
                     "collapsed": bool(collapsed), "collapsed_seeds": collapsed,
                     "collapse_reasons": sorted({by[(arm.name, s)]["collapse_reason"] for s in collapsed
                                                 if by[(arm.name, s)]["collapse_reason"]}),
+                    "diverged_seeds": diverged,
                 })
         return out
 
@@ -83,7 +92,7 @@ class Comparison:
             block = [e for e in entries if e["label"] == label]
             if not block:
                 continue
-            n_seeds = max(e["seeds"] for e in block)
+            n_seeds = max(e["seeds"] for e in block) or 1
             better = "lower" if lower_is_better(metric) else "higher"
             ci_name = "95% CI over seeds" if n_seeds > 1 else "95% CI over folds*"
             lines.append(f"{label} · {metric} ({better} is better) · {n_seeds} seed(s) · linear probe, "
@@ -91,8 +100,10 @@ class Comparison:
                          "held-out subjects")
             lines.append(f"{'arm':<{width}}  {'mean':>7} {'± sd':>7}   {'Δ vs ' + base:>10}  {ci_name:<20} wins")
             for e in block:
-                marks = ("†" if e["proxy"] else "") + ("!" if e["collapsed"] else "")
-                name = f"{e['arm']} {marks}".rstrip()
+                name = f"{e['arm']} {entry_marks(e)}".rstrip()
+                if e["mean"] is None:
+                    lines.append(f"{name:<{width}}  diverged on every seed: no result")
+                    continue
                 sd = f"± {e['sd']:.3f}" if e["sd"] is not None else " " * 7
                 if e["diff"] is None:
                     tail = f"{'(baseline)':>10}"
@@ -108,9 +119,19 @@ class Comparison:
                          f"CKA >= {PROXY_CKA} on the training split): not a fair test of that label")
         if any(e["collapsed"] for e in entries):
             lines.append("! training collapsed in at least one seed (summary.json: health)")
+        if any(e["diverged_seeds"] for e in entries):
+            seeds = "; ".join(f"{arm} seed {', '.join(map(str, sorted(s)))}" for arm, s in self.diverged.items())
+            lines.append(f"✗ training diverged (non-finite loss; summary.json: diverged): {seeds}. Those seeds are "
+                         "left out of the arm's mean and of the paired differences")
         if self.rows and max(r["seed"] for r in self.rows) == 0:
             lines.append("* one seed: the interval uses the folds (corrected resampled t); use --seeds 3 or more")
         return "\n".join(lines).rstrip()
+
+
+def entry_marks(entry: dict[str, Any]) -> str:
+    """The marks of a summary entry: † proxy prior, ! collapsed, ✗ diverged in some seed."""
+    flags = (("†", entry["proxy"]), ("!", entry["collapsed"]), ("✗", entry["diverged_seeds"]))
+    return "".join(mark for mark, on in flags if on)
 
 
 def _repeats(settings: CompareSettings) -> str:
