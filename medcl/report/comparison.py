@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 
 from medcl.evaluate.compare.marks import PROXY_CKA, PROXY_CORRELATION
-from medcl.evaluate.compare.results import Comparison, _interval, _repeats, _signed, entry_marks
-from medcl.evaluate.compare.statistics import _PRIMARY, lower_is_better
+from medcl.evaluate.compare.results import Comparison, entry_marks, repeats_phrase, shown_interval, signed
+from medcl.evaluate.compare.statistics import PRIMARY_METRIC, lower_is_better
 
 
 def render_comparison(result: Comparison) -> Path:
@@ -31,13 +31,13 @@ def comparison_html(result: Comparison) -> str:
     e = html.escape
     base = result.settings.baseline
     parts = [f'<p class="help">Linear probes on the {result.held_out} subjects outside the pretraining split '
-             f"({result.settings.folds}-fold patient-level CV{_repeats(result.settings)}); mean over seeds; "
+             f"({result.settings.folds}-fold patient-level CV{repeats_phrase(result.settings)}); mean over seeds; "
              f"Δ = paired difference to {e(base)} per seed with its 95% t-interval over seeds. "
              f"† prior is the probed label or a close proxy (|r| ≥ {PROXY_CORRELATION} or CKA ≥ {PROXY_CKA} "
              "on the training split); ! training collapsed in some seed; ✗ training diverged (non-finite "
              "loss) in some seed, left out of the mean and the differences.</p>"]
     for label, kind in result.labels.items():
-        metric = _PRIMARY[kind]
+        metric = PRIMARY_METRIC[kind]
         rows = []
         for entry in (x for x in result.summary() if x["label"] == label):
             marks = entry_marks(entry)
@@ -46,9 +46,9 @@ def comparison_html(result: Comparison) -> str:
                             "no result</td></tr>")
                 continue
             d = entry["diff"]
-            diff = "baseline" if d is None else f"{_signed(d['mean'])}"
-            lo, hi = (None, None) if d is None else _interval(d, entry["seeds"])
-            ci = "" if lo is None or not np.isfinite(lo) else f"[{_signed(lo)}, {_signed(hi)}]"
+            diff = "baseline" if d is None else f"{signed(d['mean'])}"
+            lo, hi = (None, None) if d is None else shown_interval(d, entry["seeds"])
+            ci = "" if lo is None or not np.isfinite(lo) else f"[{signed(lo)}, {signed(hi)}]"
             sd = "" if entry["sd"] is None else f" ± {entry['sd']:.3f}"
             seeds = ", ".join(map(str, entry["diverged_seeds"]))
             diverged = f"diverged on seed {seeds}" if seeds else ""

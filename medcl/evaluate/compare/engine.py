@@ -32,7 +32,7 @@ from medcl.evaluate.compare.fingerprints import (
 )
 from medcl.evaluate.compare.marks import PROXY_CKA, PROXY_CORRELATION, proxy_mark, run_health
 from medcl.evaluate.compare.results import Comparison
-from medcl.evaluate.compare.statistics import _PRIMARY, _SECONDARY, lower_is_better
+from medcl.evaluate.compare.statistics import PRIMARY_METRIC, SECONDARY_METRIC, lower_is_better
 from medcl.models.saved import medcl_version
 from medcl.pretrain.progress import format_duration
 
@@ -278,7 +278,7 @@ def run_comparison(
         for label, kind in result.labels.items():
             y = cohort.label(label)[held_out]
             ok = np.isfinite(y)
-            metric = _PRIMARY[kind]
+            metric = PRIMARY_METRIC[kind]
             per_fold: list[float] = []
             second: list[float] = []
             for r in range(settings.repeats):  # repeat r draws its folds with seed + 1000 r
@@ -288,15 +288,15 @@ def run_comparison(
                 if r == 0:  # the run's probe/ folder (label-efficiency curve included): the first draw
                     write_probe_result(probe, run_path / "probe", label, encoder=item.arm.name, held_out=True)
                 per_fold += list(probe.metric(metric).per_fold)
-                second.append(probe.metric(_SECONDARY[kind]).mean)
+                second.append(probe.metric(SECONDARY_METRIC[kind]).mean)
             summary = MetricSummary.from_folds(per_fold)
             result.folds[(item.arm.name, item.seed, label)] = per_fold
             n_lab = int(ok.sum())
             n_train = float(next(r["n_train"] for r in probe.rows
                                  if r["probe"] == "linear" and r["train_size"] == "all"))
             ratios.append((n_lab - n_train) / max(n_train, 1.0))
-            secondary = {m: None for m in sorted(set(_SECONDARY.values()))}
-            secondary[_SECONDARY[kind]] = float(np.mean(second))
+            secondary = {m: None for m in sorted(set(SECONDARY_METRIC.values()))}
+            secondary[SECONDARY_METRIC[kind]] = float(np.mean(second))
             result.rows.append({
                 "arm": item.arm.name, "method": item.arm.method,
                 "prior": "+".join(item.arm.attributes or ()) or (item.arm.label or ""),
@@ -357,7 +357,8 @@ def _write_outputs(result: Comparison) -> None:
                      "train_sizes": s.train_sizes},
         "arms": [{"name": a.name, "method": a.method, "attributes": list(a.attributes or []) or None,
                   "label": a.label, "description": a.description} for a in result.arms],
-        "labels": {lab: {"kind": kind, "metric": _PRIMARY[kind], "lower_is_better": lower_is_better(_PRIMARY[kind])}
+        "labels": {lab: {"kind": kind, "metric": PRIMARY_METRIC[kind],
+                         "lower_is_better": lower_is_better(PRIMARY_METRIC[kind])}
                    for lab, kind in result.labels.items()},
         "held_out_subjects": result.held_out,
         "proxy_thresholds": {"abs_correlation": PROXY_CORRELATION, "cka": PROXY_CKA},

@@ -10,7 +10,7 @@ import numpy as np
 
 from medcl.evaluate.compare.arms import Arm, CompareSettings
 from medcl.evaluate.compare.marks import PROXY_CKA, PROXY_CORRELATION
-from medcl.evaluate.compare.statistics import _PRIMARY, corrected_fold_interval, lower_is_better, t_interval
+from medcl.evaluate.compare.statistics import PRIMARY_METRIC, corrected_fold_interval, lower_is_better, t_interval
 
 # ------------------------------------------------------------------------------------ results
 
@@ -37,7 +37,7 @@ class Comparison:
         out = []
         base = self.settings.baseline
         for label, kind in self.labels.items():
-            metric = _PRIMARY[kind]
+            metric = PRIMARY_METRIC[kind]
             lower = lower_is_better(metric)
             by = {(r["arm"], r["seed"]): r for r in self.rows if r["label"] == label}
             for arm in self.arms:
@@ -88,7 +88,7 @@ class Comparison:
         width = max([len("arm")] + [len(a.name) + 3 for a in self.arms])
         lines: list[str] = []
         for label, kind in self.labels.items():
-            metric = _PRIMARY[kind]
+            metric = PRIMARY_METRIC[kind]
             block = [e for e in entries if e["label"] == label]
             if not block:
                 continue
@@ -96,8 +96,8 @@ class Comparison:
             better = "lower" if lower_is_better(metric) else "higher"
             ci_name = "95% CI over seeds" if n_seeds > 1 else "95% CI over folds*"
             lines.append(f"{label} · {metric} ({better} is better) · {n_seeds} seed(s) · linear probe, "
-                         f"{self.settings.folds}-fold patient-level CV{_repeats(self.settings)} on {self.held_out} "
-                         "held-out subjects")
+                         f"{self.settings.folds}-fold patient-level CV{repeats_phrase(self.settings)} "
+                         f"on {self.held_out} held-out subjects")
             lines.append(f"{'arm':<{width}}  {'mean':>7} {'± sd':>7}   {'Δ vs ' + base:>10}  {ci_name:<20} wins")
             for e in block:
                 name = f"{e['arm']} {entry_marks(e)}".rstrip()
@@ -109,9 +109,9 @@ class Comparison:
                     tail = f"{'(baseline)':>10}"
                 else:
                     d = e["diff"]
-                    lo, hi = _interval(d, n_seeds)
-                    ci = f"[{_signed(lo)}, {_signed(hi)}]" if np.isfinite(lo) else "—"
-                    tail = f"{_signed(d['mean']):>10}  {ci:<20} {d['wins']}/{len(d['per_seed'])}"
+                    lo, hi = shown_interval(d, n_seeds)
+                    ci = f"[{signed(lo)}, {signed(hi)}]" if np.isfinite(lo) else "—"
+                    tail = f"{signed(d['mean']):>10}  {ci:<20} {d['wins']}/{len(d['per_seed'])}"
                 lines.append(f"{name:<{width}}  {e['mean']:>7.3f} {sd:>7}   {tail}")
             lines.append("")
         if any(e["proxy"] for e in entries):
@@ -134,14 +134,16 @@ def entry_marks(entry: dict[str, Any]) -> str:
     return "".join(mark for mark, on in flags if on)
 
 
-def _repeats(settings: CompareSettings) -> str:
+def repeats_phrase(settings: CompareSettings) -> str:
+    """`` x R draws`` when the probe CV is repeated (empty for one draw)."""
     return f" x {settings.repeats} draws" if settings.repeats > 1 else ""
 
 
-def _interval(diff: dict[str, Any], n_seeds: int) -> tuple[float, float]:
+def shown_interval(diff: dict[str, Any], n_seeds: int) -> tuple[float, float]:
     """The interval a table shows: over seeds, or over folds (corrected) with a single seed."""
     return (diff["ci_low"], diff["ci_high"]) if n_seeds > 1 else (diff["folds_ci_low"], diff["folds_ci_high"])
 
 
-def _signed(x: float | None, digits: int = 3) -> str:
+def signed(x: float | None, digits: int = 3) -> str:
+    """A signed number for a table (``—`` for None or non-finite)."""
     return "—" if x is None or not np.isfinite(x) else f"{x:+.{digits}f}"

@@ -11,8 +11,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-_PRIMARY = {"binary": "roc_auc", "multiclass": "roc_auc", "continuous": "mae"}
-_SECONDARY = {"binary": "balanced_accuracy", "multiclass": "balanced_accuracy", "continuous": "r2"}
+PRIMARY_METRIC = {"binary": "roc_auc", "multiclass": "roc_auc", "continuous": "mae"}
+SECONDARY_METRIC = {"binary": "balanced_accuracy", "multiclass": "balanced_accuracy", "continuous": "r2"}
 _LOWER_IS_BETTER = ("mae",)
 
 
