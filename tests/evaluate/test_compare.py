@@ -242,13 +242,13 @@ def test_fingerprint_changes_with_config_cohort_and_version(tiny_cohort: Path, t
     assert cohort_digest(Cohort.from_manifest(copy / "manifest.yaml")) != sha
 
 
-def test_fingerprints_ignore_options_the_method_never_reads(tiny_cohort: Path) -> None:
+def test_fingerprints_ignore_options_the_method_never_reads(tiny_cohort: Path, tmp_path: Path) -> None:
     from medcl.evaluate.compare.fingerprints import learned_settings
     from medcl.pretrain.config import parse_config
     from medcl.pretrain.loop import prepare
 
-    def fingerprint(method: str, **extra) -> str:
-        raw = {"manifest": str(tiny_cohort), "method": method, "attributes": [] if method == "du" else ["age"],
+    def fingerprint(method: str, manifest: Path = tiny_cohort, **extra) -> str:
+        raw = {"manifest": str(manifest), "method": method, "attributes": [] if method == "du" else ["age"],
                "encoder": {"arch": "resnet18", "widths": [4, 4, 8, 8]}, "epochs": 1, "batch_size": 8, **extra}
         return run_fingerprint(learned_settings(prepare(parse_config(raw)).config), "0" * 64, "0.1.0")["fingerprint"]
 
@@ -259,6 +259,9 @@ def test_fingerprints_ignore_options_the_method_never_reads(tiny_cohort: Path) -
     assert fingerprint("kernel_du") != fingerprint("kernel_du", loss={"lam": 0.1})
     assert fingerprint("y_aware", loss={"sigma": 2.0}) != fingerprint("y_aware", loss={"sigma": 3.0})
     assert fingerprint("simclr") == fingerprint("simclr", loss={"temperature": 0.1})  # its default, resolved
+    copy = tmp_path / "moved"
+    shutil.copytree(tiny_cohort.parent, copy)
+    assert fingerprint("du", manifest=copy / "manifest.yaml") == fingerprint("du")  # content is hashed apart
 
 
 # ------------------------------------------------------------------------------------- end to end

@@ -60,7 +60,9 @@ def learned_settings(config: PretrainConfig) -> dict[str, Any]:
     ``loss`` becomes the options the method's loss is built with (resolved: a default temperature
     and an explicit one are the same run) and ``prior`` is dropped when the run has no prior
     kernel, so a DU or SimCLR baseline is reused across ``--set prior.*`` or ``loss.sigma`` sweeps
-    instead of being retrained (and, training being chaotic, scoring differently) for each.
+    instead of being retrained (and, training being chaotic, scoring differently) for each. The
+    manifest's path is dropped too: the cohort's content is hashed separately
+    (:func:`cohort_digest`), so a cohort folder that was moved or copied keeps its runs.
     """
     from medcl.atomic import json_safe
     from medcl.pretrain.module import loss_options
@@ -71,6 +73,7 @@ def learned_settings(config: PretrainConfig) -> dict[str, Any]:
     data["loss"] = json_safe(options)
     if config.kernel is None:
         data.pop("prior", None)
+    data.pop("manifest", None)
     return data
 
 
