@@ -12,6 +12,7 @@ from pathlib import Path
 import typer
 
 DEFAULT_INSTANCE_WEIGHT = 0.01  # medcl.pretrain.config.DEFAULT_INSTANCE_WEIGHT (not imported: keeps --help fast)
+DEFAULT_BANDWIDTH_RULE = "per_attribute"  # medcl.pretrain.config.DEFAULT_BANDWIDTH_RULE, likewise
 
 
 def _parse_sizes(text: str | None) -> list[int | str] | None:
@@ -165,6 +166,10 @@ def attributes_command(
         DEFAULT_INSTANCE_WEIGHT, "--instance-weight", min=0.0, max=1.0,
         help="instance term w of the prior (kernel spectrum column 'retained (w=...)')",
     ),
+    bandwidth_rule: str = typer.Option(
+        DEFAULT_BANDWIDTH_RULE, "--bandwidth-rule",
+        help="per_attribute or joint: a product kernel's median heuristic per attribute or on the joint vector",
+    ),
     out: Path | None = typer.Option(None, "--out", "-o", help="also write the tables as JSON"),
 ) -> None:
     """How well does each weak attribute's kernel align with a label, and how much of a batch does it keep?
@@ -199,9 +204,10 @@ def attributes_command(
     train = np.flatnonzero(np.asarray(cohort.split()) == "train")
     kernels = {n: [n] for n in cohort.attribute_names}
     kernels.update({c: c.split("+") for c in combos})
-    spectra = cohort_spectra(cohort, train, kernels, batch_size=batch_size, lam=lam_value, seed=seed)
-    remedied = cohort_spectra(cohort, train, kernels, batch_size=batch_size, lam=lam_value, seed=seed,
-                              instance_weight=instance_weight) if instance_weight > 0 else None
+    options = {"batch_size": batch_size, "lam": lam_value, "seed": seed, "bandwidth_rule": bandwidth_rule}
+    spectra = cohort_spectra(cohort, train, kernels, **options)
+    remedied = cohort_spectra(cohort, train, kernels, instance_weight=instance_weight, **options) \
+        if instance_weight > 0 else None
     typer.echo(f"\nkernel spectrum on training batches ({len(train)} training subjects)")
     typer.echo(spectrum_table(spectra, remedied))
     if out is not None:

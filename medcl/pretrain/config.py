@@ -29,6 +29,7 @@ Method = Literal["kernel_du", "du", "simclr", "y_aware", "dcl", "align_uniform",
 METHODS: tuple[str, ...] = ("kernel_du", "du", "simclr", "y_aware", "dcl", "align_uniform", "supervised")
 DU_METHODS = ("kernel_du", "du")
 DEFAULT_INSTANCE_WEIGHT = 0.01
+DEFAULT_BANDWIDTH_RULE = "per_attribute"
 DEFAULT_TEMPERATURE: dict[str, float] = {"simclr": 0.1, "dcl": 0.1, "y_aware": 0.1, "supervised": 0.5}
 """``loss.temperature: null`` resolves to this per method (the InfoNCE-type losses). SimCLR, DCL and
 y-Aware use their papers' 0.1. SupCon uses 0.5: on the demo cohort (seed 0, instance mix 0.5) it
@@ -75,6 +76,11 @@ class PriorOptions(_Strict):
         description="w in K = (1-w) K_attr + w I: keeps every scan its own direction (0: attributes only)",
     )
     bandwidth_scale: float = Field(1.0, gt=0, description="factor on the median-heuristic RBF bandwidths")
+    bandwidth_rule: Literal["per_attribute", "joint"] = Field(
+        DEFAULT_BANDWIDTH_RULE, description="joint: a product kernel's median heuristic on the joint attribute vector "
+        "(a typical pair of the product gets the value of a typical pair of one attribute); per_attribute: each "
+        "RBF at its own median distance, which makes a product of several attributes nearly the identity",
+    )
 
 
 class AugmentationOptions(_Strict):

@@ -156,7 +156,7 @@ def resolve_loss_options(config: PretrainConfig, cohort: Any, names: list[str],
 def prior_kernel_options(config: PretrainConfig) -> dict[str, Any]:
     """PriorKernel keyword options from the config: the instance term applies to kernel DU only."""
     prior = config.prior
-    return {"combine": prior.combine, "bandwidth_scale": prior.bandwidth_scale,
+    return {"combine": prior.combine, "bandwidth_scale": prior.bandwidth_scale, "bandwidth_rule": prior.bandwidth_rule,
             "instance_weight": prior.instance_weight if config.method == "kernel_du" else 0.0}
 
 
@@ -178,7 +178,7 @@ def prior_spectrum(prep: PreparedRun, batches: int = 16) -> dict[str, Any] | Non
     single = {n: [n] for n in names} if len(names) > 1 else {}
     rows = cohort_spectra(prep.cohort, train, single, batch_size=cfg.batch_size, lam=cfg.loss.lam,
                           combine=cfg.prior.combine, bandwidth_scale=cfg.prior.bandwidth_scale,
-                          batches=batches, seed=cfg.seed)
+                          bandwidth_rule=cfg.prior.bandwidth_rule, batches=batches, seed=cfg.seed)
     return {"run": run_row.to_dict(), "attributes": [r.to_dict() for r in rows],
             "warning": spectrum_warning(run_row)}
 

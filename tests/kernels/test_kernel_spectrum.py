@@ -131,12 +131,13 @@ def test_batch_spectrum_needs_two_subjects() -> None:
         batch_spectrum(PriorKernel(BINARY).fit(np.zeros((1, 1))), np.zeros((1, 1)), None, batch_size=8, lam=0.1)
 
 
-def test_cli_default_instance_weight_matches_the_config() -> None:
-    from medcl.cli.evaluate_commands import DEFAULT_INSTANCE_WEIGHT as cli_default
-    from medcl.pretrain.config import DEFAULT_INSTANCE_WEIGHT, PriorOptions
+def test_cli_default_instance_weight_and_bandwidth_rule_match_the_config() -> None:
+    from medcl.cli import evaluate_commands as cli
+    from medcl.pretrain.config import DEFAULT_BANDWIDTH_RULE, DEFAULT_INSTANCE_WEIGHT, PriorOptions
 
-    assert cli_default == DEFAULT_INSTANCE_WEIGHT == PriorOptions().instance_weight
-    assert math.isfinite(cli_default)
+    assert cli.DEFAULT_INSTANCE_WEIGHT == DEFAULT_INSTANCE_WEIGHT == PriorOptions().instance_weight
+    assert math.isfinite(cli.DEFAULT_INSTANCE_WEIGHT)
+    assert cli.DEFAULT_BANDWIDTH_RULE == DEFAULT_BANDWIDTH_RULE == PriorOptions().bandwidth_rule
 
 
 def test_pretraining_writes_the_spectrum_and_warns_about_a_low_rank_prior(
@@ -180,3 +181,18 @@ def PriorOptionsDefault() -> float:
     from medcl.pretrain.config import PriorOptions
 
     return PriorOptions().instance_weight
+
+
+def test_the_config_bandwidth_rule_reaches_the_run_kernel(synthetic_3d_manifest) -> None:
+    from medcl.pretrain.config import parse_config
+    from medcl.pretrain.loop import prepare
+
+    def kernel(rule: str) -> PriorKernel:
+        raw = {"manifest": str(synthetic_3d_manifest), "method": "kernel_du", "attributes": ["score1", "score2"],
+               "encoder": {"arch": "resnet10", "widths": [4, 4, 8, 8]}, "batch_size": 8,
+               "prior": {"bandwidth_rule": rule}}
+        return prepare(parse_config(raw)).kernel
+
+    per, joint = kernel("per_attribute"), kernel("joint")
+    assert joint.bandwidth_rule == "joint" and per.bandwidth_rule == "per_attribute"
+    assert all(joint.bandwidths[n] > 1.2 * per.bandwidths[n] for n in ("score1", "score2"))

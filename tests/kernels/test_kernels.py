@@ -69,6 +69,36 @@ def test_median_heuristic_convention():
     assert vectors.bandwidths == {"e": 4.0}  # distances 5, 4, 3
 
 
+def test_joint_bandwidth_rule_puts_a_typical_pair_of_a_product_at_exp_minus_half():
+    rng = np.random.default_rng(0)
+    x = np.column_stack([rng.normal(0, 1, 60), rng.normal(5, 3, 60), rng.normal(0, 0.1, 60)])
+    x[3, 1] = NAN  # missing values: the joint median uses the fully observed rows
+    terms = [KernelTerm(f"s{k}", "rbf", k, k + 1) for k in range(3)]
+    per = PriorKernel(terms).fit(x)
+    joint = PriorKernel(terms, bandwidth_rule="joint").fit(x)
+    # the joint factor is the median over pairs of the distance in per-term-median units
+    full = x[~np.isnan(x).any(axis=1)]
+    z = full / np.array([per.bandwidths[t.name] for t in terms])
+    i, j = np.triu_indices(len(z), k=1)
+    factor = np.median(np.sqrt(((z[i] - z[j]) ** 2).sum(axis=1)))
+    for t in terms:
+        assert joint.bandwidths[t.name] == pytest.approx(factor * per.bandwidths[t.name])
+    assert 1.5 < factor < 3  # three attributes: about sqrt(3) x the one-attribute distance
+    k = joint(full).numpy()[i, j]
+    assert np.median(k) == pytest.approx(math.exp(-0.5), rel=1e-6)  # as a single attribute's median pair
+    assert np.median(per(full).numpy()[i, j]) < 0.3
+    # unchanged: one RBF term, a sum, a given bandwidth (and the delta terms of a product)
+    one = [KernelTerm("s0", "rbf", 0, 1), KernelTerm("d", "delta", 1, 2)]
+    codes = np.column_stack([x[:, 0], rng.integers(0, 2, 60)])
+    assert PriorKernel(one, bandwidth_rule="joint").fit(codes).bandwidths == PriorKernel(one).fit(codes).bandwidths
+    assert PriorKernel(terms, "sum", bandwidth_rule="joint").fit(x).bandwidths == per.bandwidths
+    given = [KernelTerm("s0", "rbf", 0, 1, bandwidth=0.7), *terms[1:]]
+    kept = PriorKernel(given, bandwidth_rule="joint").fit(x).bandwidths
+    assert kept["s0"] == 0.7 and kept["s1"] > per.bandwidths["s1"]
+    # the rule travels with the kernel
+    assert PriorKernel.from_dict(joint.to_dict()).bandwidth_rule == "joint"
+
+
 def test_missing_delta_uses_training_frequencies():
     kernel = PriorKernel([KernelTerm("sex", "delta", 0, 1)]).fit(np.array([[0.0], [0.0], [1.0], [1.0], [1.0]]))
     k = kernel(np.array([[0.0], [NAN], [1.0], [NAN]]))
@@ -270,6 +300,10 @@ def test_output_dtype_and_device_follow_the_input():
             "combine: expected one of product, sum",
         ),
         (lambda: PriorKernel.from_dict({"combine": "sum"}), "kernel dict"),
+        (
+            lambda: PriorKernel([KernelTerm("a", "delta", 0, 1)], bandwidth_rule="wide"),
+            "bandwidth_rule: expected one of per_attribute, joint",
+        ),
     ],
 )
 def test_errors_name_the_culprit(call, culprit):
