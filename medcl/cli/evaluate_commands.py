@@ -11,8 +11,8 @@ from pathlib import Path
 
 import typer
 
-DEFAULT_INSTANCE_WEIGHT = 0.01  # medcl.pretrain.config.DEFAULT_INSTANCE_WEIGHT (not imported: keeps --help fast)
-DEFAULT_BANDWIDTH_RULE = "per_attribute"  # medcl.pretrain.config.DEFAULT_BANDWIDTH_RULE, likewise
+DEFAULT_INSTANCE_WEIGHT = 0.03  # medcl.pretrain.config.DEFAULT_INSTANCE_WEIGHT (not imported: keeps --help fast)
+DEFAULT_BANDWIDTH_RULE = "joint"  # medcl.pretrain.config.DEFAULT_BANDWIDTH_RULE, likewise
 
 
 def _parse_sizes(text: str | None) -> list[int | str] | None:

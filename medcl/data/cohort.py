@@ -174,7 +174,7 @@ class Cohort:
         combine: str | None = None,
         instance_weight: float = 0.0,
         bandwidth_scale: float = 1.0,
-        bandwidth_rule: str = "per_attribute",
+        bandwidth_rule: str = "joint",
     ) -> PriorKernel:
         """An unfitted :class:`medcl.kernels.PriorKernel` over these attributes.
 

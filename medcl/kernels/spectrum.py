@@ -108,7 +108,7 @@ def cohort_spectra(
     combine: str | None = None,
     instance_weight: float = 0.0,
     bandwidth_scale: float = 1.0,
-    bandwidth_rule: str = "per_attribute",
+    bandwidth_rule: str = "joint",
     batches: int = 16,
     seed: int = 0,
 ) -> list[BatchSpectrum]:

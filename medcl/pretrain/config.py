@@ -28,8 +28,8 @@ from medcl.yaml_files import read_yaml, validation_problems
 Method = Literal["kernel_du", "du", "simclr", "y_aware", "dcl", "align_uniform", "supervised"]
 METHODS: tuple[str, ...] = ("kernel_du", "du", "simclr", "y_aware", "dcl", "align_uniform", "supervised")
 DU_METHODS = ("kernel_du", "du")
-DEFAULT_INSTANCE_WEIGHT = 0.01
-DEFAULT_BANDWIDTH_RULE = "per_attribute"
+DEFAULT_INSTANCE_WEIGHT = 0.03
+DEFAULT_BANDWIDTH_RULE = "joint"
 DEFAULT_TEMPERATURE: dict[str, float] = {"simclr": 0.1, "dcl": 0.1, "y_aware": 0.1, "supervised": 0.5}
 """``loss.temperature: null`` resolves to this per method (the InfoNCE-type losses). SimCLR, DCL and
 y-Aware use their papers' 0.1. SupCon uses 0.5: on the demo cohort (seed 0, instance mix 0.5) it

@@ -74,8 +74,8 @@ def test_joint_bandwidth_rule_puts_a_typical_pair_of_a_product_at_exp_minus_half
     x = np.column_stack([rng.normal(0, 1, 60), rng.normal(5, 3, 60), rng.normal(0, 0.1, 60)])
     x[3, 1] = NAN  # missing values: the joint median uses the fully observed rows
     terms = [KernelTerm(f"s{k}", "rbf", k, k + 1) for k in range(3)]
-    per = PriorKernel(terms).fit(x)
-    joint = PriorKernel(terms, bandwidth_rule="joint").fit(x)
+    per = PriorKernel(terms, bandwidth_rule="per_attribute").fit(x)
+    joint = PriorKernel(terms).fit(x)  # the default rule
     # the joint factor is the median over pairs of the distance in per-term-median units
     full = x[~np.isnan(x).any(axis=1)]
     z = full / np.array([per.bandwidths[t.name] for t in terms])
@@ -90,10 +90,11 @@ def test_joint_bandwidth_rule_puts_a_typical_pair_of_a_product_at_exp_minus_half
     # unchanged: one RBF term, a sum, a given bandwidth (and the delta terms of a product)
     one = [KernelTerm("s0", "rbf", 0, 1), KernelTerm("d", "delta", 1, 2)]
     codes = np.column_stack([x[:, 0], rng.integers(0, 2, 60)])
-    assert PriorKernel(one, bandwidth_rule="joint").fit(codes).bandwidths == PriorKernel(one).fit(codes).bandwidths
-    assert PriorKernel(terms, "sum", bandwidth_rule="joint").fit(x).bandwidths == per.bandwidths
+    single = PriorKernel(one, bandwidth_rule="per_attribute").fit(codes).bandwidths
+    assert PriorKernel(one).fit(codes).bandwidths == single
+    assert PriorKernel(terms, "sum").fit(x).bandwidths == per.bandwidths
     given = [KernelTerm("s0", "rbf", 0, 1, bandwidth=0.7), *terms[1:]]
-    kept = PriorKernel(given, bandwidth_rule="joint").fit(x).bandwidths
+    kept = PriorKernel(given).fit(x).bandwidths
     assert kept["s0"] == 0.7 and kept["s1"] > per.bandwidths["s1"]
     # the rule travels with the kernel
     assert PriorKernel.from_dict(joint.to_dict()).bandwidth_rule == "joint"
