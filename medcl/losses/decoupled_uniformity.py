@@ -135,7 +135,8 @@ class KernelDecoupledUniformityLoss(LossModule):
     """Kernel decoupled uniformity (method ``kernel_du``).
 
     Holds a fitted :class:`medcl.kernels.PriorKernel`; ``forward`` builds K from the (gathered)
-    attributes and missing mask, then calls :func:`decoupled_uniformity`.
+    attributes and missing mask, then calls :func:`decoupled_uniformity`. With ``use_prior``
+    False it is plain decoupled uniformity (the prior warm-up, ``prior.warmup_epochs``).
     """
 
     def __init__(self, kernel: PriorKernel, t: float = 2.0, lam: float = 0.01, gather: bool = False):
@@ -143,6 +144,7 @@ class KernelDecoupledUniformityLoss(LossModule):
             raise MedclInputError(f"kernel: expected a fitted medcl.kernels.PriorKernel, got {type(kernel).__name__}")
         super().__init__(gather, t=t, lam=lam)
         self.kernel = kernel
+        self.use_prior = True
 
     def forward(
         self,
@@ -163,5 +165,5 @@ class KernelDecoupledUniformityLoss(LossModule):
             raise MedclInputError(
                 f"attributes: expected {z.shape[0]} rows (one per subject of z), got {attributes.shape[0]}"
             )
-        k = self.kernel(attributes, missing)
+        k = self.kernel(attributes, missing) if self.use_prior else None
         return decoupled_uniformity(z, k, t=self.t, lam=self.lam, gather=False)  # checks n >= 2

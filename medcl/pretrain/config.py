@@ -76,6 +76,10 @@ class PriorOptions(_Strict):
         description="w in K = (1-w) K_attr + w I: keeps every scan its own direction (0: attributes only)",
     )
     bandwidth_scale: float = Field(1.0, gt=0, description="factor on the median-heuristic RBF bandwidths")
+    warmup_epochs: int = Field(
+        0, ge=0, description="kernel DU trains as plain DU (no prior) for this many epochs first, so the encoder "
+        "learns image features by instance discrimination before the prior pulls subjects together",
+    )
     bandwidth_rule: Literal["per_attribute", "joint"] = Field(
         DEFAULT_BANDWIDTH_RULE, description="joint: a product kernel's median heuristic on the joint attribute vector "
         "(a typical pair of the product gets the value of a typical pair of one attribute); per_attribute: each "

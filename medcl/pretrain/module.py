@@ -156,6 +156,8 @@ class PretrainModule(L.LightningModule):
         return loss
 
     def on_train_epoch_start(self) -> None:
+        if hasattr(self.loss_fn, "use_prior"):  # kernel DU: plain DU during the prior warm-up
+            self.loss_fn.use_prior = self.current_epoch >= self.config.prior.warmup_epochs
         loader = self.trainer.train_dataloader
         sampler = getattr(loader, "batch_sampler", None)
         if sampler is not None and hasattr(sampler, "set_epoch"):

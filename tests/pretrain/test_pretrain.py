@@ -118,6 +118,22 @@ def test_kernel_is_fitted_on_the_training_split_only(synthetic_3d_manifest: Path
     assert k.shape == (5, 5)
 
 
+def test_prior_warmup_trains_as_du_first_then_with_the_prior(synthetic_2d_manifest: Path, tmp_path: Path) -> None:
+    def epoch_losses(name: str, **changes: object) -> np.ndarray:
+        folder = tmp_path / name
+        folder.mkdir()
+        config = write_config(folder, synthetic_2d_manifest, epochs=2, seed=3, **changes)
+        assert cli(["pretrain", "--config", config, "--out", folder / "run"]) == 0
+        return RunDir(folder / "run").metrics()["train/loss_epoch"].dropna().to_numpy()
+
+    du = epoch_losses("du", method="du")
+    warm = epoch_losses("warm", method="kernel_du", attributes=["age"], prior={"warmup_epochs": 1})
+    cold = epoch_losses("cold", method="kernel_du", attributes=["age"])
+    assert warm[0] == pytest.approx(du[0], abs=1e-6)  # epoch 0: plain DU, same seed, same views
+    assert cold[0] != pytest.approx(du[0], abs=1e-3)  # without the warm-up the prior acts at once
+    assert warm[1] != pytest.approx(du[1], abs=1e-3)  # epoch 1: the prior is on
+
+
 def test_2d_cohort_and_overrides(synthetic_2d_manifest: Path, tmp_path: Path) -> None:
     config = write_config(tmp_path, synthetic_2d_manifest, method="kernel_du", attributes=["age"])
     out = tmp_path / "run"
