@@ -172,21 +172,17 @@ class Cohort:
         names: list[str] | None = None,
         *,
         combine: str | None = None,
-        instance_weight: float = 0.0,
-        bandwidth_scale: float = 1.0,
-        bandwidth_rule: str = "joint",
+        **options: Any,
     ) -> PriorKernel:
         """An unfitted :class:`medcl.kernels.PriorKernel` over these attributes.
 
-        ``combine`` defaults to the manifest's ``kernel_combine``; ``instance_weight``,
-        ``bandwidth_scale`` and ``bandwidth_rule`` are passed to the kernel.
+        ``combine`` defaults to the manifest's ``kernel_combine``; ``options`` (``instance_weight``,
+        ``bandwidth_scale``, ``bandwidth_rule``) go to the kernel, whose defaults apply otherwise.
         """
         from medcl.kernels import PriorKernel
 
         _, _, terms = self.attribute_matrix(names)
-        return PriorKernel(terms, combine=combine or self._manifest.kernel_combine,
-                           instance_weight=instance_weight, bandwidth_scale=bandwidth_scale,
-                           bandwidth_rule=bandwidth_rule)
+        return PriorKernel(terms, combine=combine or self._manifest.kernel_combine, **options)
 
     # -- labels -------------------------------------------------------------------------------
     def _label(self, name: str) -> _Label:

@@ -106,24 +106,21 @@ def cohort_spectra(
     batch_size: int,
     lam: float | str,
     combine: str | None = None,
-    instance_weight: float = 0.0,
-    bandwidth_scale: float = 1.0,
-    bandwidth_rule: str = "joint",
     batches: int = 16,
     seed: int = 0,
+    **options: Any,
 ) -> list[BatchSpectrum]:
     """Spectra of named attribute combinations, each fitted on ``subjects`` (the training split).
 
     ``kernels`` maps a display name to attribute names, e.g. ``{"age": ["age"], "age+sex": [...]}``.
-    ``combine`` (None: the manifest's), ``instance_weight``, ``bandwidth_scale`` and
-    ``bandwidth_rule`` are applied to every kernel as in a run's prior.
+    ``combine`` (None: the manifest's) and ``options`` (``instance_weight``, ``bandwidth_scale``,
+    ``bandwidth_rule``: :class:`medcl.kernels.PriorKernel`'s) apply to every kernel as in a run's prior.
     """
     out = []
     lam_value = resolve_lam(lam, batch_size)
     for display, names in kernels.items():
         values, missing, _ = cohort.attribute_matrix(names)
-        kernel = cohort.prior_kernel(names, combine=combine, instance_weight=instance_weight,
-                                     bandwidth_scale=bandwidth_scale, bandwidth_rule=bandwidth_rule)
+        kernel = cohort.prior_kernel(names, combine=combine, **options)
         kernel.fit(values[subjects], missing[subjects])
         out.append(batch_spectrum(kernel, values[subjects], missing[subjects], batch_size=batch_size,
                                   lam=lam_value, batches=batches, seed=seed, name=display))
