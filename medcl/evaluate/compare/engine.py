@@ -254,17 +254,22 @@ def run_comparison(
 
     spent: dict[str, list[float]] = {}
     ratios: list[float] = []
+
+    def finished(n: int, item: _Planned, unit_start: float, status: str) -> None:
+        """Record the run's fingerprint and time; one progress line with elapsed time and ETA."""
+        result.fingerprints.setdefault(item.arm.name, {})[str(item.seed)] = item.fingerprint["fingerprint"]
+        spent.setdefault(item.arm.name, []).append(time.perf_counter() - unit_start)
+        eta = sum(_expected(r.arm, spent, arms) for r in planned[n:])
+        say(f"[{n}/{len(planned)}] {item.key}: {status} | elapsed {format_duration(time.perf_counter() - t0)}, "
+            f"ETA {format_duration(eta)}")
+
     for n, item in enumerate(planned, 1):
         unit_start = time.perf_counter()
         run_path = out / "runs" / item.arm.dirname / f"seed{item.seed}"
         reused, seconds, diverged = _ensure_run(item, run_path)
         if diverged is not None:  # marked and left out of the statistics; the comparison goes on
             result.diverged.setdefault(item.arm.name, {})[item.seed] = diverged
-            result.fingerprints.setdefault(item.arm.name, {})[str(item.seed)] = item.fingerprint["fingerprint"]
-            spent.setdefault(item.arm.name, []).append(time.perf_counter() - unit_start)
-            eta = sum(_expected(r.arm, spent, arms) for r in planned[n:])
-            say(f"[{n}/{len(planned)}] {item.key}: DIVERGED ({diverged}); left out of the statistics | "
-                f"elapsed {format_duration(time.perf_counter() - t0)}, ETA {format_duration(eta)}")
+            finished(n, item, unit_start, f"DIVERGED ({diverged}); left out of the statistics")
             continue
         rows_held = _held_out(cohort, run_path if item.arm.trains else None)
         if not np.array_equal(rows_held, held_out):
@@ -309,14 +314,8 @@ def run_comparison(
             })
             scores.append(f"{label} {metric}={summary.mean:.3f}")
         _write_run_artefacts(run_path, item, cohort, held_out, feats, settings)
-        result.fingerprints.setdefault(item.arm.name, {})[str(item.seed)] = item.fingerprint["fingerprint"]
-        unit = time.perf_counter() - unit_start
-        spent.setdefault(item.arm.name, []).append(unit)
-        elapsed = time.perf_counter() - t0
-        eta = sum(_expected(r.arm, spent, arms) for r in planned[n:])
         status = "reused" if reused else ("built" if not item.arm.trains else f"trained in {seconds:.0f} s")
-        say(f"[{n}/{len(planned)}] {item.key}: {status}; {', '.join(scores)}"
-            f"{' (collapsed!)' if collapsed else ''} | elapsed {format_duration(elapsed)}, ETA {format_duration(eta)}")
+        finished(n, item, unit_start, f"{status}; {', '.join(scores)}{' (collapsed!)' if collapsed else ''}")
 
     result.fold_ratio = float(np.mean(ratios)) if ratios else 0.25
     result.elapsed_s = time.perf_counter() - t0

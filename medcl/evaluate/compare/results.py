@@ -43,35 +43,18 @@ class Comparison:
             for arm in self.arms:
                 seeds = sorted(s for (a, s) in by if a == arm.name)
                 diverged = sorted(self.diverged.get(arm.name, {}))
-                if not seeds:
-                    if len(diverged) >= self.settings.seeds:  # every seed diverged
-                        out.append({"arm": arm.name, "method": arm.method, "label": label, "kind": kind,
-                                    "metric": metric, "lower_is_better": lower, "seeds": 0, "mean": None,
-                                    "sd": None, "is_baseline": arm.name == base, "diff": None, "proxy": False,
-                                    "proxy_reason": None, "proxy_measures": {}, "collapsed": False,
-                                    "collapsed_seeds": [], "collapse_reasons": [], "diverged_seeds": diverged})
-                    continue
+                if not seeds and len(diverged) < self.settings.seeds:
+                    continue  # no run of this arm yet (an arm diverged on every seed is listed)
                 vals = np.array([by[(arm.name, s)]["value"] for s in seeds], float)
-                paired = [s for s in seeds if (base, s) in by]
-                diffs = [by[(arm.name, s)]["value"] - by[(base, s)]["value"] for s in paired]
-                fold_diffs = [a - b for s in paired
-                              for a, b in zip(self.folds.get((arm.name, s, label), []),
-                                              self.folds.get((base, s, label), []), strict=False)]
-                mean_d, lo, hi, df = t_interval(diffs)
-                _, flo, fhi, fdf = corrected_fold_interval(fold_diffs, self.fold_ratio)
                 collapsed = [s for s in seeds if by[(arm.name, s)]["collapsed"]]
                 mark = self.proxy.get((arm.name, label), {})
                 out.append({
                     "arm": arm.name, "method": arm.method, "label": label, "kind": kind, "metric": metric,
                     "lower_is_better": lower, "seeds": len(seeds),
-                    "mean": float(vals.mean()), "sd": float(vals.std(ddof=1)) if len(vals) > 1 else None,
+                    "mean": float(vals.mean()) if seeds else None,
+                    "sd": float(vals.std(ddof=1)) if len(vals) > 1 else None,
                     "is_baseline": arm.name == base,
-                    "diff": None if arm.name == base else {
-                        "mean": mean_d, "sd": float(np.std(diffs, ddof=1)) if len(diffs) > 1 else None,
-                        "ci_low": lo, "ci_high": hi, "df": df, "per_seed": diffs,
-                        "wins": int(sum((d < 0) if lower else (d > 0) for d in diffs)),
-                        "folds_ci_low": flo, "folds_ci_high": fhi, "folds_df": fdf,
-                    },
+                    "diff": None if arm.name == base or not seeds else self._paired(arm.name, seeds, by, label, lower),
                     "proxy": bool(mark.get("marked")), "proxy_reason": mark.get("reason"),
                     "proxy_measures": mark.get("measures", {}),
                     "collapsed": bool(collapsed), "collapsed_seeds": collapsed,
@@ -80,6 +63,24 @@ class Comparison:
                     "diverged_seeds": diverged,
                 })
         return out
+
+    def _paired(self, arm: str, seeds: list[int], by: dict[tuple[str, int], dict[str, Any]], label: str,
+                lower: bool) -> dict[str, Any]:
+        """The arm's paired difference to the baseline over the seeds both have, with its intervals."""
+        base = self.settings.baseline
+        paired = [s for s in seeds if (base, s) in by]
+        diffs = [by[(arm, s)]["value"] - by[(base, s)]["value"] for s in paired]
+        fold_diffs = [a - b for s in paired
+                      for a, b in zip(self.folds.get((arm, s, label), []), self.folds.get((base, s, label), []),
+                                      strict=False)]
+        mean_d, lo, hi, df = t_interval(diffs)
+        _, flo, fhi, fdf = corrected_fold_interval(fold_diffs, self.fold_ratio)
+        return {
+            "mean": mean_d, "sd": float(np.std(diffs, ddof=1)) if len(diffs) > 1 else None,
+            "ci_low": lo, "ci_high": hi, "df": df, "per_seed": diffs,
+            "wins": int(sum((d < 0) if lower else (d > 0) for d in diffs)),
+            "folds_ci_low": flo, "folds_ci_high": fhi, "folds_df": fdf,
+        }
 
     def table(self) -> str:
         """The comparison as plain text: one block per label, marks and a legend."""
