@@ -13,6 +13,7 @@ from medcl.losses.decoupled_uniformity import (
     DecoupledUniformityLoss,
     KernelDecoupledUniformityLoss,
     decoupled_uniformity,
+    kept_spread,
 )
 from medcl.losses.infonce import InfoNCELoss, nt_xent
 from medcl.losses.registry import LOSS_METHODS, build_loss
@@ -35,6 +36,7 @@ __all__ = [
     "decoupled_contrastive",
     "decoupled_uniformity",
     "infonce",
+    "kept_spread",
     "nt_xent",
     "supcon",
     "y_aware_infonce",

@@ -7,6 +7,12 @@ For z (n, V, d): each view is L2-normalised, the centroids are ``mu_i = mean_v z
 With a PSD kernel K (n, n) on the subjects' attributes, the centroids are replaced by the
 kernel-ridge estimate ``mu_hat = (K + lam I)^-1 K mu`` (K treated as a constant), computed as
 ``mu - lam * (K + lam I)^-1 mu`` with a Cholesky factorisation: no inverse, no n x n product.
+
+The ridge estimate shrinks the centroids: an isotropic batch keeps ``r = ||A||_F^2 / n`` of its
+squared spread (A = (K + lam I)^-1 K), so the same t acts as a temperature ``t r`` on the
+directions the prior does not pool (0.56 t with an instance term of retained fraction 0.75).
+``rescale=True`` compares the smoothed centroids at DU's scale, i.e. uses ``t / r``; see
+docs/kernel_spectrum.md for why that matters.
 """
 
 from __future__ import annotations
@@ -51,14 +57,8 @@ def centroids(z: torch.Tensor) -> torch.Tensor:
     return F.normalize(z, dim=-1).mean(dim=1)
 
 
-def kernel_smoothed_centroids(mu: torch.Tensor, kernel: torch.Tensor, lam: float) -> torch.Tensor:
-    """``(K + lam I)^-1 K mu``, computed as ``mu - lam (K + lam I)^-1 mu`` from a Cholesky factor.
-
-    ``kernel`` (n, n) must be symmetric positive semi-definite; it is detached (no gradient).
-    Raises MedclInputError naming ``kernel`` when it is not square (n, n), not symmetric, or
-    when the Cholesky factorisation fails (K not PSD).
-    """
-    n = mu.shape[0]
+def _ridge_factor(kernel: torch.Tensor, n: int, lam: float, like: torch.Tensor) -> torch.Tensor:
+    """Lower Cholesky factor of ``K + lam I`` after checking K; raises MedclInputError naming ``kernel``."""
     if not isinstance(kernel, torch.Tensor):
         raise MedclInputError(
             f"kernel: expected a torch.Tensor of shape ({n}, {n}) or None, got {type(kernel).__name__}"
@@ -67,7 +67,7 @@ def kernel_smoothed_centroids(mu: torch.Tensor, kernel: torch.Tensor, lam: float
         raise MedclInputError(
             f"kernel: expected shape ({n}, {n}) to match the {n} subjects of z, got {tuple(kernel.shape)}"
         )
-    k = kernel.detach().to(device=mu.device, dtype=mu.dtype)
+    k = kernel.detach().to(device=like.device, dtype=like.dtype)
     _check_symmetric(k)
     # Every pass over the n x n matrix counts at large n: one copy, then the factorisation.
     shifted = k.clone(memory_format=torch.contiguous_format)
@@ -79,10 +79,42 @@ def kernel_smoothed_centroids(mu: torch.Tensor, kernel: torch.Tensor, lam: float
             f"kernel + lam*I (lam={lam:g}) failed at column {info} (kernel has eigenvalues "
             f"below -lam, or non-finite entries)"
         )
-    # (K + lam I)^-1 K mu = mu - lam (K + lam I)^-1 mu, with two triangular solves.
+    return chol
+
+
+def _smooth(mu: torch.Tensor, chol: torch.Tensor, lam: float) -> torch.Tensor:
+    """(K + lam I)^-1 K mu = mu - lam (K + lam I)^-1 mu, with two triangular solves."""
     solved = torch.linalg.solve_triangular(chol, mu, upper=False)
     solved = torch.linalg.solve_triangular(chol.mT, solved, upper=True)
     return mu - lam * solved
+
+
+def _kept_spread(chol: torch.Tensor, lam: float) -> float:
+    """``r = ||A||_F^2 / n`` for A = I - lam (K + lam I)^-1: the mean of (e / (e + lam))^2 over K's spectrum."""
+    n = chol.shape[0]
+    a = -lam * torch.cholesky_inverse(chol)
+    a.diagonal().add_(1.0)
+    return float(a.square().sum()) / n
+
+
+def kernel_smoothed_centroids(mu: torch.Tensor, kernel: torch.Tensor, lam: float) -> torch.Tensor:
+    """``(K + lam I)^-1 K mu``, computed as ``mu - lam (K + lam I)^-1 mu`` from a Cholesky factor.
+
+    ``kernel`` (n, n) must be symmetric positive semi-definite; it is detached (no gradient).
+    Raises MedclInputError naming ``kernel`` when it is not square (n, n), not symmetric, or
+    when the Cholesky factorisation fails (K not PSD).
+    """
+    return _smooth(mu, _ridge_factor(kernel, mu.shape[0], lam, mu), lam)
+
+
+def kept_spread(kernel: torch.Tensor, lam: float) -> float:
+    """Share ``r = ||(K + lam I)^-1 K||_F^2 / n`` of an isotropic batch's squared spread that the ridge keeps.
+
+    1 without a prior; ``w^2 / (w + lam)^2`` on the directions an instance term of weight w alone
+    keeps. ``rescale=True`` in :func:`decoupled_uniformity` divides t by it.
+    """
+    k = torch.as_tensor(kernel, dtype=torch.float64)
+    return _kept_spread(_ridge_factor(k, k.shape[0], lam, k), lam)
 
 
 @full_precision
@@ -93,6 +125,7 @@ def decoupled_uniformity(
     t: float = 2.0,
     lam: float = 0.01,
     gather: bool = False,
+    rescale: bool = False,
 ) -> torch.Tensor:
     """Decoupled uniformity loss of z (n, V, d), optionally with a prior kernel K (n, n).
 
@@ -103,6 +136,8 @@ def decoupled_uniformity(
         t: uniformity temperature (> 0).
         lam: kernel ridge regularisation (> 0); unused without a kernel.
         gather: all-gather z over the initialised process group first (no-op otherwise).
+        rescale: with a kernel, use the temperature ``t / r`` (r: :func:`kept_spread` of the
+            batch kernel, a constant), so the smoothed centroids are compared at DU's scale.
 
     Returns:
         A scalar tensor: ``log(1/(n(n-1)) sum_{i!=j} exp(-t ||mu_i - mu_j||^2))``.
@@ -118,7 +153,10 @@ def decoupled_uniformity(
         z = check_subjects(all_gather_with_grad(z), "z (global batch)")
     mu = centroids(z)
     if kernel is not None:
-        mu = kernel_smoothed_centroids(mu, kernel, lam)
+        chol = _ridge_factor(kernel, mu.shape[0], lam, mu)
+        if rescale:
+            t = t / max(_kept_spread(chol, lam), 1e-12)
+        mu = _smooth(mu, chol, lam)
     return log_mean_gaussian_potential(mu, t)
 
 
@@ -136,15 +174,21 @@ class KernelDecoupledUniformityLoss(LossModule):
 
     Holds a fitted :class:`medcl.kernels.PriorKernel`; ``forward`` builds K from the (gathered)
     attributes and missing mask, then calls :func:`decoupled_uniformity`. With ``use_prior``
-    False it is plain decoupled uniformity (the prior warm-up, ``prior.warmup_epochs``).
+    False it is plain decoupled uniformity (the prior warm-up, ``prior.warmup_epochs``);
+    ``rescale`` is :func:`decoupled_uniformity`'s (``prior.rescale_centroids``).
     """
 
-    def __init__(self, kernel: PriorKernel, t: float = 2.0, lam: float = 0.01, gather: bool = False):
+    def __init__(self, kernel: PriorKernel, t: float = 2.0, lam: float = 0.01, gather: bool = False,
+                 rescale: bool = False):
         if not callable(kernel):
             raise MedclInputError(f"kernel: expected a fitted medcl.kernels.PriorKernel, got {type(kernel).__name__}")
         super().__init__(gather, t=t, lam=lam)
         self.kernel = kernel
+        self.rescale = bool(rescale)
         self.use_prior = True
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, rescale={self.rescale}"
 
     def forward(
         self,
@@ -166,4 +210,5 @@ class KernelDecoupledUniformityLoss(LossModule):
                 f"attributes: expected {z.shape[0]} rows (one per subject of z), got {attributes.shape[0]}"
             )
         k = self.kernel(attributes, missing) if self.use_prior else None
-        return decoupled_uniformity(z, k, t=self.t, lam=self.lam, gather=False)  # checks n >= 2
+        return decoupled_uniformity(z, k, t=self.t, lam=self.lam, gather=False,
+                                    rescale=self.rescale)  # checks n >= 2

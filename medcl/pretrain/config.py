@@ -30,6 +30,7 @@ METHODS: tuple[str, ...] = ("kernel_du", "du", "simclr", "y_aware", "dcl", "alig
 DU_METHODS = ("kernel_du", "du")
 DEFAULT_INSTANCE_WEIGHT = 0.03
 DEFAULT_BANDWIDTH_RULE = "joint"
+DEFAULT_RESCALE_CENTROIDS = False
 DEFAULT_TEMPERATURE: dict[str, float] = {"simclr": 0.1, "dcl": 0.1, "y_aware": 0.1, "supervised": 0.5}
 """``loss.temperature: null`` resolves to this per method (the InfoNCE-type losses). SimCLR, DCL and
 y-Aware use their papers' 0.1. SupCon uses 0.5: on the demo cohort (seed 0, instance mix 0.5) it
@@ -84,6 +85,11 @@ class PriorOptions(_Strict):
         DEFAULT_BANDWIDTH_RULE, description="joint: a product kernel's median heuristic on the joint attribute vector "
         "(a typical pair of the product gets the value of a typical pair of one attribute); per_attribute: each "
         "RBF at its own median distance, which makes a product of several attributes nearly the identity",
+    )
+    rescale_centroids: bool = Field(
+        DEFAULT_RESCALE_CENTROIDS, description="compare the kernel-smoothed centroids at DU's scale (temperature "
+        "t / r, r = ||(K + lam I)^-1 K||_F^2 / n per batch): without it the ridge's shrinkage lowers the "
+        "temperature on every direction the prior does not pool",
     )
 
 

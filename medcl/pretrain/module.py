@@ -34,7 +34,8 @@ def loss_options(config: PretrainConfig, kernel: Any | None) -> dict[str, Any]:
     if method == "kernel_du":
         from medcl.kernels.spectrum import resolve_lam
 
-        return {"kernel": kernel, "t": opts.t, "lam": resolve_lam(opts.lam, config.batch_size)}
+        return {"kernel": kernel, "t": opts.t, "lam": resolve_lam(opts.lam, config.batch_size),
+                "rescale": config.prior.rescale_centroids}
     if method == "du":
         return {"t": opts.t}
     if method == "align_uniform":

@@ -25,6 +25,7 @@ from medcl.losses import (
     build_loss,
     decoupled_contrastive,
     decoupled_uniformity,
+    kept_spread,
     nt_xent,
     supcon,
     y_aware_infonce,
@@ -307,6 +308,29 @@ def test_identity_kernel_is_plain_du_with_shrunk_temperature():
     with_identity = decoupled_uniformity(z, torch.eye(8, dtype=torch.float64), t=t, lam=lam)
     plain = decoupled_uniformity(z, None, t=t / (1 + lam) ** 2)
     torch.testing.assert_close(with_identity, plain, atol=1e-12, rtol=0)
+
+
+def test_rescaled_identity_kernel_is_plain_du():
+    z = _z(8, 2)
+    rescaled = decoupled_uniformity(z, 3.0 * torch.eye(8, dtype=torch.float64), t=2.0, lam=0.3, rescale=True)
+    torch.testing.assert_close(rescaled, decoupled_uniformity(z, None, t=2.0), atol=1e-12, rtol=0)
+
+
+def test_rescale_divides_t_by_the_kept_spread_of_the_spectrum():
+    labels = torch.tensor([0, 1, 1, 0, 1, 0, 0, 1])
+    kernel = 0.9 * (labels[:, None] == labels[None]).double() + 0.1 * torch.eye(8, dtype=torch.float64)
+    lam, t = 0.05, 2.0
+    e = torch.linalg.eigvalsh(kernel)
+    r = float(((e / (e + lam)) ** 2).mean())  # independent of the Cholesky route
+    assert kept_spread(kernel, lam) == pytest.approx(r, rel=1e-10)
+    assert 0.1**2 / 0.15**2 < r < 1  # the instance directions keep (w / (w + lam))^2 = 0.44, the two class means ~1
+    z = _z(8, 3, seed=4)
+    torch.testing.assert_close(decoupled_uniformity(z, kernel, t=t, lam=lam, rescale=True),
+                               ref_du(z, kernel, t=t / r, lam=lam), atol=1e-10, rtol=0)
+    module = KernelDecoupledUniformityLoss(PriorKernel([KernelTerm("y", "delta", 0, 1)], instance_weight=0.1),
+                                           t=t, lam=lam, rescale=True)
+    torch.testing.assert_close(module(z, labels[:, None].double()),
+                               ref_du(z, kernel, t=t / r, lam=lam), atol=1e-10, rtol=0)
 
 
 def test_constant_kernel_gives_constant_loss():
