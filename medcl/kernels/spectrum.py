@@ -8,7 +8,10 @@ size:
 
 - ``eigenvalues_above_lam``: how many directions of the batch the smoother keeps (DU keeps all n);
 - ``retained_fraction``: ``trace(A) / n = mean_k e_k / (e_k + lam)``, the kernel ridge smoother's
-  effective degrees of freedom per subject (DU: ``1 / (1 + lam)``, close to 1).
+  effective degrees of freedom per subject (DU: ``1 / (1 + lam)``, close to 1);
+- ``kept_spread``: ``||A||_F^2 / n = mean_k (e_k / (e_k + lam))^2``, the share of an isotropic
+  batch's squared spread the smoothed centroids keep. The uniformity temperature t acts on squared
+  distances, so without ``prior.rescale_centroids`` the prior also lowers it to about ``t * kept_spread``.
 
 A kernel on one scalar attribute keeps a handful of directions whatever the batch size, so its
 retained fraction falls as the batch grows; see ``docs/kernel_spectrum.md``.
@@ -43,6 +46,7 @@ class BatchSpectrum:
     eigenvalues_above_lam: float
     retained_fraction: float
     batches: int
+    kept_spread: float = float("nan")
 
     def to_dict(self) -> dict[str, Any]:
         return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in asdict(self).items()}
@@ -87,15 +91,16 @@ def batch_spectrum(
     lam = resolve_lam(lam, batch_size)
     size = min(int(batch_size), n)
     rng = np.random.default_rng(seed)
-    above, retained = [], []
+    above, retained, kept = [], [], []
     for _ in range(max(1, int(batches))):
         rows = np.sort(rng.choice(n, size, replace=False))
         k = kernel(np.asarray(values[rows], np.float64), None if missing is None else missing[rows])
         eig = np.clip(np.linalg.eigvalsh(k.numpy()), 0.0, None)
         above.append(float((eig > lam).sum()))
         retained.append(float(np.mean(eig / (eig + lam))))
+        kept.append(float(np.mean((eig / (eig + lam)) ** 2)))
     return BatchSpectrum(name, size, lam, kernel.instance_weight, float(np.mean(above)),
-                         float(np.mean(retained)), len(above))
+                         float(np.mean(retained)), len(above), kept_spread=float(np.mean(kept)))
 
 
 def cohort_spectra(
@@ -133,13 +138,13 @@ def spectrum_table(rows: Sequence[BatchSpectrum], with_instance: Sequence[BatchS
     ``with_instance``: the same kernels with an instance term, shown as an extra column.
     """
     extra = with_instance[0].instance_weight if with_instance else None
-    head = f"{'kernel':<28} {'batch':>5} {'lam':>7} {'eig > lam':>10} {'retained':>9}"
+    head = f"{'kernel':<28} {'batch':>5} {'lam':>7} {'eig > lam':>10} {'retained':>9} {'spread kept':>11}"
     if extra is not None:
         head += f" {f'retained (w={extra:g})':>18}"
     lines = [head]
     for i, r in enumerate(rows):
         line = (f"{r.name:<28} {r.batch_size:>5} {r.lam:>7.4g} "
-                f"{r.eigenvalues_above_lam:>10.1f} {r.retained_fraction:>9.2f}")
+                f"{r.eigenvalues_above_lam:>10.1f} {r.retained_fraction:>9.2f} {r.kept_spread:>11.2f}")
         if with_instance:
             line += f" {with_instance[i].retained_fraction:>18.2f}"
         lines.append(line)

@@ -358,11 +358,13 @@ def _spectrum_table(spectrum: dict[str, Any]) -> str:
     """The prior's batch spectrum (spectrum.json): how much of a batch kernel DU still sees."""
     rows = [spectrum.get("run"), *(spectrum.get("attributes") or [])]
     rows = [r for r in rows if isinstance(r, dict)]
-    columns = ["name", "batch_size", "lam", "instance_weight", "eigenvalues_above_lam", "retained_fraction"]
+    columns = ["name", "batch_size", "lam", "instance_weight", "eigenvalues_above_lam", "retained_fraction",
+               "kept_spread"]
     body = [[_Cell(_fmt(r.get(c)), "num") if c != "name" else _e(str(r.get(c, "—"))) for c in columns]
             for r in rows]
     out = ('<p class="help">Kernel spectrum on training batches: directions of a batch that the kernel-ridge '
-           "smoother keeps (eigenvalues above lam) and the retained fraction mean e/(e+lam) (plain DU: ~1). "
+           "smoother keeps (eigenvalues above lam), the retained fraction mean e/(e+lam) (plain DU: ~1) and the "
+           "spread kept mean (e/(e+lam))^2 (without prior.rescale_centroids, t acts as t times it). "
            "Attribute rows show each attribute's kernel alone, without the instance term.</p>")
     out += _table(columns, body)
     warning = spectrum.get("warning")

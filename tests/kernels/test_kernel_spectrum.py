@@ -94,6 +94,7 @@ def test_spectrum_of_a_delta_kernel_is_its_class_counts() -> None:
                          lam=lam, batches=1)
     e = np.array([0.8 * 6 + w, 0.8 * 4 + w] + [w] * 8)
     assert row.retained_fraction == pytest.approx(float(np.mean(e / (e + lam))))
+    assert row.kept_spread == pytest.approx(float(np.mean((e / (e + lam)) ** 2)))
     assert row.instance_weight == w
 
 
