@@ -30,7 +30,7 @@ METHODS: tuple[str, ...] = ("kernel_du", "du", "simclr", "y_aware", "dcl", "alig
 DU_METHODS = ("kernel_du", "du")
 DEFAULT_INSTANCE_WEIGHT = 0.03
 DEFAULT_BANDWIDTH_RULE = "joint"
-DEFAULT_RESCALE_CENTROIDS = False
+DEFAULT_RESCALE_CENTROIDS = True
 DEFAULT_TEMPERATURE: dict[str, float] = {"simclr": 0.1, "dcl": 0.1, "y_aware": 0.1, "supervised": 0.5}
 """``loss.temperature: null`` resolves to this per method (the InfoNCE-type losses). SimCLR, DCL and
 y-Aware use their papers' 0.1. SupCon uses 0.5: on the demo cohort (seed 0, instance mix 0.5) it

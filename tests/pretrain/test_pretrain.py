@@ -178,3 +178,15 @@ def test_non_finite_loss_stops_with_a_clear_message(synthetic_3d_manifest: Path,
     assert not run.encoder_weights.exists()
     ckpt = torch.load(run.last_checkpoint, weights_only=True)  # the last good one is intact
     assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values() if v.is_floating_point())
+
+
+@pytest.mark.parametrize(("prior", "expected"), [({}, True), ({"rescale_centroids": False}, False)])
+def test_rescale_centroids_reaches_the_kernel_du_loss(synthetic_2d_manifest: Path, tmp_path: Path,
+                                                      prior: dict, expected: bool) -> None:
+    from medcl.pretrain.loop import prepare
+    from medcl.pretrain.module import PretrainModule
+
+    config = load_config(write_config(tmp_path, synthetic_2d_manifest, method="kernel_du", attributes=["age"],
+                                      prior=prior))
+    module = PretrainModule(prepare(config).config.model_dump(mode="json"))
+    assert module.loss_fn.rescale is expected
