@@ -140,13 +140,13 @@ def spectrum_table(rows: Sequence[BatchSpectrum], with_instance: Sequence[BatchS
     extra = with_instance[0].instance_weight if with_instance else None
     head = f"{'kernel':<28} {'batch':>5} {'lam':>7} {'eig > lam':>10} {'retained':>9} {'spread kept':>11}"
     if extra is not None:
-        head += f" {f'retained (w={extra:g})':>18}"
+        head += f" {f'retained (w={extra:g})':>18} {f'spread kept (w={extra:g})':>21}"
     lines = [head]
     for i, r in enumerate(rows):
         line = (f"{r.name:<28} {r.batch_size:>5} {r.lam:>7.4g} "
                 f"{r.eigenvalues_above_lam:>10.1f} {r.retained_fraction:>9.2f} {r.kept_spread:>11.2f}")
         if with_instance:
-            line += f" {with_instance[i].retained_fraction:>18.2f}"
+            line += f" {with_instance[i].retained_fraction:>18.2f} {with_instance[i].kept_spread:>21.2f}"
         lines.append(line)
     return "\n".join(lines)
 

@@ -125,6 +125,7 @@ def test_spectrum_warning_says_what_to_change() -> None:
     assert fixed.retained_fraction > 0.45 and spectrum_warning(fixed) is None
     table = spectrum_table([low], [fixed])
     assert "retained (w=0.01)" in table and f"{low.retained_fraction:.2f}" in table
+    assert "spread kept (w=0.01)" in table and f"{fixed.kept_spread:.2f}" in table.splitlines()[1]
 
 
 def test_batch_spectrum_needs_two_subjects() -> None:
