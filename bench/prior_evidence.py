@@ -11,8 +11,8 @@ A thin caller of the comparison engine (:func:`medcl.evaluate.compare.run_compar
 
 plus ``random_init`` as the floor; probes the label on the subjects outside the training split
 (linear probe, patient-level folds, ``--probe-repeats`` fold draws) and prints the engine's table
-paired with DU, then each arm's first/last epoch loss and its kernel's retained fraction
-(``medcl.kernels.spectrum``). ``--set`` overrides apply to the kernel DU arms only.
+paired with DU, then each arm's first/last epoch loss and its kernel's retained fraction and
+spread kept (``medcl.kernels.spectrum``). ``--set`` overrides apply to the kernel DU arms only.
 
 The oracle and noise attributes are added to a copy of the table in ``OUT/cohort/``; the user's
 files are only read. Runs are reused when their fingerprint matches (``medcl compare``'s rule), so
@@ -71,7 +71,7 @@ def base_config(args: argparse.Namespace, manifest: Path):
 
 
 def run_extras(run_path: Path, cohort: Any, train: np.ndarray, batch_size: int) -> dict[str, float]:
-    """First/last epoch loss of a run and, for a kernel run, the retained fraction of its kernel."""
+    """First/last epoch loss of a run and, for a kernel run, its kernel's retained fraction and spread kept."""
     from medcl.kernels.spectrum import batch_spectrum
     from medcl.pretrain.run_dir import RunDir
 
@@ -81,8 +81,8 @@ def run_extras(run_path: Path, cohort: Any, train: np.ndarray, batch_size: int) 
     kernel = run.kernel()
     if kernel is not None:
         values, missing, _ = cohort.attribute_matrix([t.name for t in kernel.terms])
-        extras["retained"] = batch_spectrum(kernel, values[train], missing[train], batch_size=batch_size,
-                                            lam=run.config().loss.lam).retained_fraction
+        row = batch_spectrum(kernel, values[train], missing[train], batch_size=batch_size, lam=run.config().loss.lam)
+        extras["retained"], extras["kept"] = row.retained_fraction, row.kept_spread
     return extras
 
 
@@ -123,7 +123,7 @@ def main() -> None:
     cohort = Cohort.from_manifest(manifest)
     train = np.flatnonzero(np.asarray(cohort.split()) == "train")
     print(f"\nkernel arms with {' '.join(args.set) or 'the defaults'}; means over seeds")
-    print(f"{'arm':<28} {'AUC by seed':<24} {'loss first→last':>17} {'retained':>8}")
+    print(f"{'arm':<28} {'AUC by seed':<24} {'loss first→last':>17} {'retained':>8} {'spread kept':>11}")
     for arm in arms:
         rows = sorted((r for r in result.rows if r["arm"] == arm.name), key=lambda r: r["seed"])
         aucs = " ".join(f"{r['value']:.3f}" for r in rows)
@@ -133,8 +133,9 @@ def main() -> None:
         extras = [run_extras(args.out / "runs" / arm.dirname / f"seed{r['seed']}", cohort, train, args.batch_size)
                   for r in rows]
         loss = f"{np.mean([e['loss_first'] for e in extras]):+.2f}→{np.mean([e['loss_last'] for e in extras]):+.2f}"
-        retained = f"{np.mean([e['retained'] for e in extras]):.2f}" if "retained" in extras[0] else ""
-        print(f"{arm.name:<28} {aucs:<24} {loss:>17} {retained:>8}")
+        retained, kept = (f"{np.mean([e[k] for e in extras]):.2f}" if k in extras[0] else ""
+                          for k in ("retained", "kept"))
+        print(f"{arm.name:<28} {aucs:<24} {loss:>17} {retained:>8} {kept:>11}")
     print(f"wall time: {result.elapsed_s:.0f} s")
 
 
