@@ -333,6 +333,19 @@ def test_rescale_divides_t_by_the_kept_spread_of_the_spectrum():
                                ref_du(z, kernel, t=t / r, lam=lam), atol=1e-10, rtol=0)
 
 
+def test_kept_spread_estimate_at_large_n(monkeypatch):
+    import importlib
+
+    du_module = importlib.import_module("medcl.losses.decoupled_uniformity")  # the module, not the function
+    x = torch.randn(300, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+    kernel = 0.97 * torch.exp(-torch.cdist(x, x) ** 2 / 2) + 0.03 * torch.eye(300, dtype=torch.float64)
+    exact = kept_spread(kernel, 0.01)
+    monkeypatch.setattr(du_module, "_EXACT_SPREAD_MAX_N", 100)  # the Hutchinson route from here on
+    estimate = kept_spread(kernel, 0.01)
+    assert estimate != exact and estimate == pytest.approx(exact, rel=0.01)
+    assert kept_spread(kernel, 0.01) == estimate  # fixed probes: the same batch gives the same t
+
+
 def test_constant_kernel_gives_constant_loss():
     kernel = torch.ones(6, 6, dtype=torch.float64)  # every centroid becomes the same mean
     for seed in range(3):
