@@ -10,7 +10,7 @@ kernel-ridge estimate ``mu_hat = (K + lam I)^-1 K mu`` (K treated as a constant)
 
 The ridge estimate shrinks the centroids: an isotropic batch keeps ``r = ||A||_F^2 / n`` of its
 squared spread (A = (K + lam I)^-1 K), so the same t acts as a temperature ``t r`` on the
-directions the prior does not pool (0.56 t with an instance term of retained fraction 0.75).
+directions the prior does not pool (0.56 t where an instance term keeps 0.75 of them).
 ``rescale=True`` compares the smoothed centroids at DU's scale, i.e. uses ``t / r``; see
 docs/kernel_spectrum.md for why that matters.
 """
@@ -128,6 +128,7 @@ def kept_spread(kernel: torch.Tensor, lam: float) -> float:
     1 without a prior; ``w^2 / (w + lam)^2`` on the directions an instance term of weight w alone
     keeps. ``rescale=True`` in :func:`decoupled_uniformity` divides t by it.
     """
+    lam = check_positive(lam, "lam")
     k = torch.as_tensor(kernel, dtype=torch.float64)
     return _kept_spread(_ridge_factor(k, k.shape[0], lam, k), lam)
 

@@ -493,6 +493,8 @@ def test_supcon_module_accepts_float_integer_codes():
         (lambda: decoupled_uniformity(torch.randn(3, 2, 3), torch.full((3, 3), float("nan"))), "kernel"),
         (lambda: decoupled_uniformity(torch.randn(3, 2, 3), t=0.0), "t: expected a finite number > 0"),
         (lambda: decoupled_uniformity(torch.randn(3, 2, 3), torch.eye(3), lam=-1), "lam: expected"),
+        (lambda: kept_spread(torch.eye(3), lam=0.0), "lam: expected"),
+        (lambda: kept_spread(-torch.eye(3), lam=0.1), "kernel: expected a positive semi-definite"),
         (lambda: nt_xent(torch.randn(3, 2, 3), temperature=-0.1), "temperature"),
         (lambda: y_aware_infonce(torch.randn(3, 2, 3), torch.ones(4), sigma=1.0), "y: expected shape (3,)"),
         (lambda: supcon(torch.randn(3, 2, 3), torch.ones(3)), "labels: expected integer"),
