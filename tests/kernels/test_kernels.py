@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from scipy.stats import chi2, norm
 
 from medcl.errors import MedclInputError
 from medcl.kernels import MIN_GROUP, REFERENCE_GROUPS, KernelTerm, PriorKernel
@@ -83,7 +84,9 @@ def test_joint_bandwidth_rule_puts_a_typical_pair_of_a_product_at_exp_minus_half
     factor = np.median(np.sqrt(((z[i] - z[j]) ** 2).sum(axis=1)))
     for t in terms:
         assert joint.bandwidths[t.name] == pytest.approx(factor * per.bandwidths[t.name])
-    assert 1.5 < factor < 3  # three attributes: about sqrt(3) x the one-attribute distance
+    # Gaussian attributes: a coordinate difference in per-term-median units is |N(0, s^2)| with median 1,
+    # s = 1 / z_0.75, so the joint distance's median is s * sqrt(median of chi^2 with 3 dof) = 2.28
+    assert factor == pytest.approx(math.sqrt(chi2.median(3)) / norm.ppf(0.75), rel=0.1)
     k = joint(full).numpy()[i, j]
     assert np.median(k) == pytest.approx(math.exp(-0.5), rel=1e-6)  # as a single attribute's median pair
     assert np.median(per(full).numpy()[i, j]) < 0.3
