@@ -45,8 +45,8 @@ class BatchSpectrum:
     instance_weight: float
     eigenvalues_above_lam: float
     retained_fraction: float
+    kept_spread: float
     batches: int
-    kept_spread: float = float("nan")
 
     def to_dict(self) -> dict[str, Any]:
         return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in asdict(self).items()}
@@ -99,8 +99,9 @@ def batch_spectrum(
         above.append(float((eig > lam).sum()))
         retained.append(float(np.mean(eig / (eig + lam))))
         kept.append(float(np.mean((eig / (eig + lam)) ** 2)))
-    return BatchSpectrum(name, size, lam, kernel.instance_weight, float(np.mean(above)),
-                         float(np.mean(retained)), len(above), kept_spread=float(np.mean(kept)))
+    return BatchSpectrum(name=name, batch_size=size, lam=lam, instance_weight=kernel.instance_weight,
+                         eigenvalues_above_lam=float(np.mean(above)), retained_fraction=float(np.mean(retained)),
+                         kept_spread=float(np.mean(kept)), batches=len(above))
 
 
 def cohort_spectra(
