@@ -4,6 +4,8 @@ torchrun sets ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK`` and ``GROUP_RANK`` (the n
 SLURM's srun sets ``SLURM_PROCID``, ``SLURM_NTASKS``, ``SLURM_NODEID`` and ``SLURM_LOCALID``;
 Lightning's own per-device processes (``devices: 4`` started without a launcher) get
 ``LOCAL_RANK`` / ``NODE_RANK`` / ``WORLD_SIZE``. A plain ``medcl pretrain`` has none of them.
+:func:`check_accelerator` says, before Lightning starts, whether this machine has the devices the
+config asks for.
 """
 
 from __future__ import annotations

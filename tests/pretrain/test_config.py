@@ -107,3 +107,10 @@ def test_manifest_problems_lists_unknown_names_only(synthetic_3d_manifest: Path)
     bad = parse_config({"manifest": "m", "attributes": ["age", "bmi"], "method": "supervised", "label": "grade"})
     problems = bad.manifest_problems(manifest)
     assert len(problems) == 2 and "'bmi'" in problems[0] and problems[1].startswith("label: 'grade'")
+
+
+def test_pretrain_help_shows_the_default_run_dir(capsys) -> None:
+    # rich markup once ate "<name>" and printed "default runs/;"
+    assert cli(["pretrain", "--help"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "runs/CONFIG-METHOD-TIME" in out and "runs/;" not in out
