@@ -333,3 +333,25 @@ def test_errors_name_the_culprit(call, culprit):
     with pytest.raises(MedclInputError) as excinfo:
         call()
     assert culprit in str(excinfo.value)
+
+
+def test_synthetic_batch_draws_from_the_de_identified_reference():
+    from medcl.kernels.public import synthetic_batch
+
+    ages = np.arange(20.0)  # 2 groups: means 4.5 and 14.5, spread 8.25 each
+    sites = np.repeat([0.0, 1.0, 2.0], [4, 6, 10])  # codes 0 and 1: 10 subjects pooled into "other"
+    kernel = PriorKernel([KernelTerm("age", "rbf", 0, 1, bandwidth=4.0), KernelTerm("site", "delta", 1, 2),
+                          KernelTerm("few", "rbf", 2, 3)]).fit(np.c_[ages, sites, np.r_[[3.0, 4.0], [NAN] * 18]])
+    values, missing = synthetic_batch(kernel.to_dict(), n=4000, seed=0)
+    assert values.shape == (4000, 3) and not missing.any()
+    assert np.all(np.diff(values[:, 0]) >= 0)  # sorted by the first attribute
+    assert values[:, 0].mean() == pytest.approx(9.5, abs=0.3)  # mixture mean and variance 8.25 + 25
+    assert values[:, 0].var() == pytest.approx(33.25, rel=0.05)
+    site = values[:, 1]
+    assert np.mean(site == 2.0) == pytest.approx(0.5, abs=0.03) and set(site[site >= 0]) == {2.0}
+    other = site[site < 0]  # each pooled draw has a code of its own: similar to no other subject
+    assert len(other) == len(set(other)) and len(other) / 4000 == pytest.approx(0.5, abs=0.03)
+    # "few" keeps no reference (2 training values): draws scaled by its bandwidth, not its values
+    assert values[:, 2].std() == pytest.approx(kernel.bandwidths["few"], rel=0.05)
+    k = kernel(values[:200], missing[:200])
+    assert torch.linalg.eigvalsh(k).min().item() >= -1e-8
