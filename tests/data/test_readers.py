@@ -6,6 +6,7 @@ import nibabel.testing
 import numpy as np
 import pytest
 from cohort_factory import copy_into, pydicom_file, pydicom_series_folder, write_nifti
+from isolation import without_package
 from PIL import Image
 
 from medcl.data.readers import check_image, image_format, load_image, load_image_transform
@@ -160,16 +161,7 @@ def test_nrrd_and_mha_read_like_monai_itk_reader(tmp_path):
         assert np.isnan(meta["original_channel_dim"]) == np.isnan(float(expected_meta["original_channel_dim"]))
 
 
-_WITHOUT_ITK = """
-import sys
-
-class NoItk:
-    def find_spec(self, name, path=None, target=None):
-        if name == "itk" or name.startswith("itk."):
-            raise ImportError("itk is blocked in this test")
-
-sys.meta_path.insert(0, NoItk())
-import numpy as np
+_WITHOUT_ITK = without_package("itk") + """
 from medcl.data.readers import check_image, load_image
 
 folder = sys.argv[1]

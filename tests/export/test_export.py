@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 from downstream_helpers import make_run_dir, tiny_encoder
+from isolation import without_package
 
 from medcl.cli import main
 from medcl.errors import MedclInputError
@@ -108,15 +109,7 @@ def test_bundle_passes_monais_own_offline_checks(tmp_path):
                              device="cpu")
 
 
-_MONAI_ONLY = """
-import sys
-
-class NoMedcl:
-    def find_spec(self, name, path=None, target=None):
-        if name == "medcl" or name.startswith("medcl."):
-            raise ImportError("medcl is hidden in this test")
-
-sys.meta_path.insert(0, NoMedcl())
+_MONAI_ONLY = without_package("medcl") + """
 import torch
 from monai.bundle import ConfigParser
 

@@ -19,16 +19,23 @@ FIRST = ["Jane", "John", "Maria", "Ahmed", "Wei", "Olga", "Kwame", "Lucia"]
 LAST = ["Doe", "Smith", "Garcia", "Haddad", "Zhang", "Ivanova", "Mensah", "Rossi"]
 
 
+def _renamed_cohort(folder: Path, size: int, seed: int, patient, subject) -> tuple[Path, pd.DataFrame, dict]:
+    """A 40-subject PNG cohort whose i-th patient id is ``patient(i)`` and i-th subject id ``subject(i)``."""
+    manifest = generate_cohort(folder, dims=2, subjects=40, size=size, seed=seed, image_format="png")
+    table = pd.read_csv(manifest.parent / "participants.csv", dtype=str, keep_default_na=False)
+    patients = {p: patient(i) for i, p in enumerate(dict.fromkeys(table["patient_id"]))}
+    table["patient_id"] = table["patient_id"].map(patients)
+    table["subject_id"] = [subject(i) for i in range(len(table))]
+    return manifest, table, patients
+
+
 @pytest.fixture(scope="module")
 def named_cohort(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str], np.ndarray]:
     """40 PNG subjects; subject ids 'Firstname_Lastname_NN', patient ids 'MRN-...', ages with 6 decimals."""
-    manifest = generate_cohort(tmp_path_factory.mktemp("named"), dims=2, subjects=40, size=32, seed=0,
-                               image_format="png")
+    manifest, table, patients = _renamed_cohort(
+        tmp_path_factory.mktemp("named"), 32, 0, lambda i: f"MRN-{7300411 + 97 * i}-{LAST[i % 8]}",
+        lambda i: f"{FIRST[i % 8]}_{LAST[(i // 8) % 8]}_{i:02d}")
     table_path = manifest.parent / "participants.csv"
-    table = pd.read_csv(table_path, dtype=str, keep_default_na=False)
-    patients = {p: f"MRN-{7300411 + 97 * i}-{LAST[i % 8]}" for i, p in enumerate(dict.fromkeys(table["patient_id"]))}
-    table["patient_id"] = table["patient_id"].map(patients)
-    table["subject_id"] = [f"{FIRST[i % 8]}_{LAST[(i // 8) % 8]}_{i:02d}" for i in range(len(table))]
     ages = np.round(np.random.default_rng(7).uniform(21, 89, len(table)) + 0.123457, 6)
     table["age"] = [f"{a:.6f}" for a in ages]
     table.to_csv(table_path, index=False)
@@ -82,13 +89,9 @@ RARE_CATEGORY = "RAREWARDXQZ"
 def distinctive_cohort(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]]:
     """40 tiny PNG subjects with ids 'PATIENTXQZ0001'..., ages ~40.0123 + 0.37 i, and a ward held
     by one subject; returns the manifest and every string that must not leave (ids, ages, ward)."""
-    manifest = generate_cohort(tmp_path_factory.mktemp("distinct"), dims=2, subjects=40, size=16, seed=1,
-                               image_format="png")
+    manifest, table, patients = _renamed_cohort(tmp_path_factory.mktemp("distinct"), 16, 1,
+                                                lambda i: f"HOSPXQZ{7301 + i:04d}", lambda i: f"PATIENTXQZ{i + 1:04d}")
     table_path = manifest.parent / "participants.csv"
-    table = pd.read_csv(table_path, dtype=str, keep_default_na=False)
-    patients = {p: f"HOSPXQZ{7301 + i:04d}" for i, p in enumerate(dict.fromkeys(table["patient_id"]))}
-    table["patient_id"] = table["patient_id"].map(patients)
-    table["subject_id"] = [f"PATIENTXQZ{i + 1:04d}" for i in range(len(table))]
     # 40.0123 + 0.37 i, plus a fixed 4-decimal jitter: on an exact progression the mean of a group of
     # 10 (a kernel reference point) equals the age of the middle index, a coincidence, not a leak
     jitter = np.round(np.random.default_rng(3).uniform(0, 0.01, len(table)), 4)
