@@ -210,8 +210,9 @@ def bundle_metadata(doc: dict[str, Any], *, version: str = "0.1.0") -> dict[str,
         "monai_version": monai.__version__,
         "pytorch_version": torch.__version__.split("+")[0],
         "numpy_version": np.__version__,
+        # MONAI, torch and numpy run the bundle; medcl (load_encoder) and safetensors are optional
         "optional_packages_version": {"medcl": doc.get("medcl_version", "unknown"), **optional},
-        "required_packages_version": {"medcl": doc.get("medcl_version", "unknown")},
+        "required_packages_version": {},
         "name": "medcl encoder",
         "task": "Image feature extraction (self-supervised encoder for downstream diagnosis models)",
         "description": (
