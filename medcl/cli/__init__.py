@@ -1,7 +1,8 @@
 """The ``medcl`` command line. Thin: parse, call the library, print a short summary.
 
 Each pipeline stage's sub-commands live in one module (``data_commands``, ``pretrain_commands``,
-``evaluate_commands``, ``export_commands``, ``report_commands``, ``demo_commands``) and register
+``evaluate_commands``, ``export_commands``, ``report_commands``, ``demo_commands``,
+``template_commands``) and register
 themselves on ``app``. Heavy imports (torch,
 MONAI, Lightning) happen inside the commands, so ``medcl --help`` answers quickly.
 Exit codes: 0 success, 2 bad input (clear message, no traceback), 1 internal error.
@@ -31,6 +32,7 @@ from medcl.cli import (  # noqa: E402
     evaluate_commands,
     export_commands,
     pretrain_commands,
+    template_commands,
 )
 
 # one commands module per pipeline stage; registration order is the order of `medcl --help`
@@ -41,6 +43,7 @@ from medcl.cli import report_commands  # noqa: E402
 
 report_commands.register(app)
 evaluate_commands.register_compare(app)
+template_commands.register(app)
 
 
 def main(argv: list[str] | None = None) -> int:

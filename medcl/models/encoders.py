@@ -40,7 +40,7 @@ class EncoderSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    arch: Arch = "resnet18"
+    arch: Arch = Field("resnet18", description="MONAI network: resnet10/18/34/50 or densenet121")
     spatial_dims: Literal[2, 3] | None = Field(None, description="2 or 3; default: from the manifest")
     in_channels: int | None = Field(None, ge=1, description="input channels; default: from the manifest")
     widths: list[int] | None = Field(
@@ -51,7 +51,9 @@ class EncoderSpec(BaseModel):
     first_kernel: int = Field(7, ge=1, description="kernel size of the first convolution")
     first_stride: int = Field(2, ge=1, description="stride of the first convolution (MONAI's default is 1)")
     max_pool: bool = Field(True, description="ResNet: max-pool after the first convolution")
-    norm: Literal["batch", "instance", "group"] = "batch"
+    norm: Literal["batch", "instance", "group"] = Field(
+        "batch", description="normalisation layers of the encoder (instance / group: independent of the batch)"
+    )
 
     @model_validator(mode="after")
     def _check(self) -> EncoderSpec:

@@ -465,3 +465,19 @@ def test_repeats_average_fresh_fold_draws_of_the_same_features(tiny_cohort: Path
         [v for d in draws for v in d.metric("mae").per_fold])
     assert json.loads((out / "summary.json").read_text())["settings"]["repeats"] == 3
     assert "x 3 draws" in (out / "comparison.txt").read_text()
+
+
+def test_the_trust_line_reports_the_seed_spread_of_the_arms_per_label() -> None:
+    from medcl.evaluate.compare.results import trust_line
+
+    def entry(arm: str, label: str, metric: str, values: list[float]) -> dict:
+        return {"arm": arm, "label": label, "metric": metric, "seeds": len(values),
+                "sd": float(np.std(values, ddof=1)) if len(values) > 1 else None}
+
+    entries = [entry("du", "diagnosis", "roc_auc", [0.6, 0.9, 0.75]),   # sd 0.150
+               entry("kdu", "diagnosis", "roc_auc", [0.80, 0.82, 0.84]),  # sd 0.020
+               entry("du", "age", "mae", [10.0, 11.0])]                  # sd 0.707
+    line = trust_line(entries)
+    assert "diagnosis roc_auc sd 0.020–0.150" in line
+    assert "age mae sd 0.707–0.707" in line
+    assert trust_line([entry("du", "diagnosis", "roc_auc", [0.7])]) == ""  # one seed: no spread to report
