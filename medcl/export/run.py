@@ -37,7 +37,7 @@ def _run_ids(run) -> set[str]:
 
 
 def run_training_info(run_dir: str | os.PathLike) -> dict[str, Any]:
-    """Method, attributes, kernel terms and training-cohort summary of a run (no ids)."""
+    """Method, attributes, kernel terms and a k-anonymous training-cohort summary of a run (no ids, no values)."""
     from medcl.pretrain.run_dir import RunDir
 
     run = RunDir(run_dir)
@@ -62,9 +62,10 @@ def run_training_info(run_dir: str | os.PathLike) -> dict[str, Any]:
     info["epochs"] = config.epochs
     try:
         from medcl.data.cohort import Cohort
+        from medcl.data.shareable import shareable_summary
 
         cohort = Cohort.from_manifest(config.manifest, check_files=False)
-        info["cohort"] = cohort.summary()
+        info["cohort"] = shareable_summary(cohort)  # rounded, k-anonymous: no subject's value
     except (OSError, MedclInputError):
         info["cohort"] = "unavailable (manifest not readable at export time)"
     return _redact(info, _run_ids(run))
