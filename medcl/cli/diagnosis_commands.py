@@ -80,6 +80,37 @@ def finetune_command(
     typer.echo(f"model: {result['path']}")
 
 
+def predict_command(
+    model_dir: Path = typer.Argument(..., help="diagnosis model folder (medcl finetune --out)"),
+    out: Path = typer.Option(..., "--out", "-o", help="predictions CSV to write"),
+    manifest: Path | None = typer.Option(None, "--manifest", "-m", help="predict every scan of this manifest"),
+    images: list[Path] = typer.Option([], "--images", help="image files or folders (repeatable)"),
+    batch_size: int = typer.Option(16, "--batch-size", min=1),
+    device: str = typer.Option("auto", "--device", help="cpu, cuda, cuda:1 or auto"),
+) -> None:
+    """Run a saved diagnosis model on scans; write one CSV row per scan.
+
+    Columns: subject_id (with --manifest only), image, the probability of each class (or the
+    value of a continuous label) and the predicted class (binary: at the threshold chosen on
+    validation). The model's own preprocessing is used. A scan that cannot be read is named on
+    stderr and skipped; the other rows are written and the exit code is 2 (bad input).
+
+    Example: `medcl predict models/dx --images new_scans/ --out predictions.csv`
+    """
+    from medcl.evaluate.predict import predict_scans
+
+    result = predict_scans(model_dir, out, manifest=manifest, images=images or None, batch_size=batch_size,
+                           device=device, progress=True,
+                           on_failure=lambda path, why: typer.secho(f"error: cannot read {path}: {why}",
+                                                                    fg="red", err=True))
+    typer.echo(f"{result.n_written} prediction(s) written to {result.path}")
+    if result.failed:
+        typer.secho(f"error: {len(result.failed)} scan(s) could not be read (named above); they have no row",
+                    fg="red", err=True)
+        raise typer.Exit(2)
+
+
 def register(app: typer.Typer) -> None:
     """Add this module's commands to ``app``."""
     app.command("finetune")(finetune_command)
+    app.command("predict")(predict_command)

@@ -148,7 +148,7 @@ def patient_bootstrap(
     for name, value in point.items():
         d = np.asarray(draws[name])
         low, high = (np.quantile(d, [alpha, 1 - alpha]) if len(d) else (math.nan, math.nan))
-        out[name] = {"value": value, "low": float(low), "high": float(high), "n_boot": int(len(d))}
+        out[name] = {"value": value, "low": float(low), "high": float(high), "n_boot": len(d)}
     return out
 
 
@@ -185,6 +185,6 @@ def diagnosis_metrics(
     return {
         "metrics": metrics,
         "reliability": reliability,
-        "n": int(len(y)),
-        "n_patients": int(len(np.unique(np.asarray(groups).astype(str)))),
+        "n": len(y),
+        "n_patients": len(np.unique(np.asarray(groups).astype(str))),
     }

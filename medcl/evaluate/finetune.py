@@ -236,9 +236,9 @@ def finetune_run(
     val_out, val_rows = outputs["val"]
     label_block, output_names = _label_block(cohort, label, kind, n_classes)
     sizes = {
-        "train_scans": int(len(parts["train"])), "train_patients": int(len(np.unique(patients[parts["train"]]))),
-        "train_patients_available": int(n_train_patients_all), "val_scans": int(len(parts["val"])),
-        "test_scans": int(len(parts["test"])), "test_patients": test["n_patients"],
+        "train_scans": len(parts["train"]), "train_patients": len(np.unique(patients[parts["train"]])),
+        "train_patients_available": int(n_train_patients_all), "val_scans": len(parts["val"]),
+        "test_scans": len(parts["test"]), "test_patients": test["n_patients"],
         "dropped_missing_label": n_missing,
     }
     provenance = _provenance(run_dir, options)
