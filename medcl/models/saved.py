@@ -122,7 +122,7 @@ def parse_document(text: str | bytes | None, path: Path) -> dict[str, Any]:
     return check_document(doc, path)
 
 
-def build_network(doc: dict[str, Any], path: Path) -> nn.Module:
+def build_network(doc: dict[str, Any], path: Path | str = "the medcl document") -> nn.Module:
     """The (untrained) network a document describes: an encoder, or a diagnosis model."""
     from medcl.models.encoders import EncoderSpec, build_encoder
     from medcl.models.heads import DiagnosisModel
