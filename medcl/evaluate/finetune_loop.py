@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -47,7 +47,6 @@ class FineTuneOptions:
     seed: int = 0
     device: str = "auto"
     n_boot: int = 1000
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def check(self) -> FineTuneOptions:
         if self.mode not in MODES:
@@ -70,9 +69,7 @@ class FineTuneOptions:
         return 0.1 if self.init == "pretrained" else 1.0
 
     def to_dict(self) -> dict[str, Any]:
-        out = {k: v for k, v in self.__dict__.items() if k != "extra"}
-        out["encoder_lr_mult"] = self.resolved_encoder_lr_mult
-        return {**out, **self.extra}
+        return {**self.__dict__, "encoder_lr_mult": self.resolved_encoder_lr_mult}
 
 
 def resolve_device(device: str) -> torch.device:
