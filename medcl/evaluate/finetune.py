@@ -241,6 +241,10 @@ def finetune_run(
         "test_scans": len(parts["test"]), "test_patients": test["n_patients"],
         "dropped_missing_label": n_missing,
     }
+    if kind != "continuous":  # training patients per class (a patient counts with its first scan's class)
+        first = {p: c for p, c in zip(patients[parts["train"]][::-1], y_all[parts["train"]][::-1], strict=True)}
+        counts = np.bincount(np.array(list(first.values()), dtype=int), minlength=n_classes)
+        sizes["train_patients_per_class"] = dict(zip(label_block["classes"], counts.tolist(), strict=True))
     provenance = _provenance(run_dir, options)
     diagnosis = {
         "label": label_block,
