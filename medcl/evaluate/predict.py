@@ -100,6 +100,9 @@ def predict_scans(
         from medcl.data.cohort import Cohort
 
         cohort = Cohort.from_manifest(manifest, check_files=False)
+        if cohort.manifest.image.kind != pre["image"]["kind"]:
+            raise MedclInputError(f"manifest {manifest}: {cohort.manifest.image.kind} images, but the model was "
+                                  f"trained on {pre['image']['kind']} images")
         paths, ids = [Path(p) for p in cohort.image_paths], [str(s) for s in cohort.subject_ids]
     else:
         paths, ids = image_files(images or []), None

@@ -85,10 +85,12 @@ def test_an_unreadable_scan_is_named_and_skipped(trained, tmp_path, capsys):
     assert "subject_id" not in table.columns and len(table) == 59
 
 
-def test_predict_refuses_bad_input(trained, tmp_path, capsys):
+def test_predict_refuses_bad_input(trained, synthetic_3d_manifest, tmp_path, capsys):
     manifest, model_dir = trained
     assert main(["predict", str(model_dir), "--out", str(tmp_path / "p.csv")]) == 2
     assert "either --manifest or --images" in capsys.readouterr().err
     assert main(["predict", str(manifest.parent), "--images", str(manifest), "--out", str(tmp_path / "p.csv")]) == 2
     assert "no diagnosis model here" in capsys.readouterr().err
+    assert main(["predict", str(model_dir), "-m", str(synthetic_3d_manifest), "--out", str(tmp_path / "p.csv")]) == 2
+    assert "3d images, but the model was trained on 2d images" in capsys.readouterr().err
     assert not (tmp_path / "p.csv").exists()
