@@ -22,6 +22,7 @@ from torch import nn
 
 from medcl.errors import MedclInputError
 from medcl.models.saved import (
+    DIAGNOSIS_FORMAT,
     METADATA_KEY,
     check_document,
     input_shape,
@@ -74,7 +75,8 @@ def load(path: Path) -> nn.Module:
     if not weights_file.is_file():
         raise MedclInputError(f"{path}: bundle has no models/model.safetensors")
     weights, _ = read_safetensors(weights_file)
-    if not all(k.startswith(_PREFIX) for k in weights):  # new bundles: the MONAI network's own keys
+    is_encoder = doc.get("format") != DIAGNOSIS_FORMAT  # a diagnosis model keeps its own keys
+    if is_encoder and not all(k.startswith(_PREFIX) for k in weights):  # new bundles: the MONAI network's keys
         weights = {_PREFIX + k: v for k, v in weights.items()}
     return rebuild_encoder(doc, weights, weights_file)
 
@@ -168,8 +170,9 @@ def _bundle_transforms(input_spec: dict[str, Any]) -> list[dict[str, Any]]:
 
 def bundle_inference_config(doc: dict[str, Any]) -> dict[str, Any]:
     """``configs/inference.json``: the encoder (a MONAI network) and its preprocessing (MONAI
-    transforms) for ConfigParser, loadable where medcl is not installed."""
-    return {
+    transforms) for ConfigParser, loadable where medcl is not installed. A diagnosis model (encoder
+    + head) is rebuilt by medcl from its document, so its bundle needs medcl."""
+    config = {
         "imports": [
             "$import torch",
             "$import numpy as np",
@@ -187,6 +190,12 @@ def bundle_inference_config(doc: dict[str, Any]) -> dict[str, Any]:
         "preprocessing": {"_target_": "Compose", "transforms": _bundle_transforms(doc["input"])},
         "features": "$lambda image: @network(image.to(@device))",
     }
+    if doc.get("format") == DIAGNOSIS_FORMAT:  # encoder + head: the network is rebuilt from the document
+        config["imports"].append("$import medcl.models.saved as medcl_saved")
+        config["medcl_document"] = doc
+        config["network_def"] = "$medcl_saved.build_network(@medcl_document)"
+        config["predict"] = config.pop("features")
+    return config
 
 
 def bundle_metadata(doc: dict[str, Any], *, version: str = "0.1.0") -> dict[str, Any]:
@@ -197,6 +206,7 @@ def bundle_metadata(doc: dict[str, Any], *, version: str = "0.1.0") -> dict[str,
     training = doc.get("training") or {}
     method = training.get("method", "unknown")
     attributes = training.get("attributes") or []
+    diagnosis = doc.get("diagnosis") if doc.get("format") == DIAGNOSIS_FORMAT else None
     try:
         import safetensors
 
@@ -212,14 +222,14 @@ def bundle_metadata(doc: dict[str, Any], *, version: str = "0.1.0") -> dict[str,
         "numpy_version": np.__version__,
         # MONAI, torch and numpy run the bundle; medcl (load_encoder) and safetensors are optional
         "optional_packages_version": {"medcl": doc.get("medcl_version", "unknown"), **optional},
-        "required_packages_version": {},
-        "name": "medcl encoder",
-        "task": "Image feature extraction (self-supervised encoder for downstream diagnosis models)",
+        "required_packages_version": {"medcl": doc.get("medcl_version", "unknown")} if diagnosis else {},
+        "name": "medcl diagnosis model" if diagnosis else "medcl encoder",
+        "task": _task(diagnosis),
         "description": (
             f"{len(size)}D image encoder pretrained with medcl (method: {method}"
             + (f"; weak attributes: {', '.join(map(str, attributes))}" if attributes else "")
             + f"). Maps a ({channels}, {', '.join(map(str, size))}) image to "
-            + f"{doc.get('out_features')} features."
+            + (f"{', '.join(diagnosis['outputs'])}." if diagnosis else f"{doc.get('out_features')} features.")
         ),
         "authors": "medcl user",
         "copyright": "Copyright (c) the model's authors",
@@ -240,20 +250,27 @@ def bundle_metadata(doc: dict[str, Any], *, version: str = "0.1.0") -> dict[str,
             },
             "outputs": {
                 "pred": {
-                    "type": "tuples",
-                    "format": "latent",
+                    "type": "probabilities" if diagnosis and diagnosis["label"]["kind"] != "continuous" else "tuples",
+                    "format": "classification" if diagnosis else "latent",
                     "modality": "n/a",
                     "num_channels": int(doc.get("out_features") or 0),
                     "spatial_shape": [],
                     "dtype": "float32",
                     "value_range": [],
                     "is_patch_data": False,
-                    "channel_def": {},
+                    "channel_def": {str(k): n for k, n in enumerate(diagnosis["outputs"])} if diagnosis else {},
                 }
             },
         },
         "medcl": doc,
     }
+
+
+def _task(diagnosis: dict[str, Any] | None) -> str:
+    if diagnosis is None:
+        return "Image feature extraction (self-supervised encoder for downstream diagnosis models)"
+    label = diagnosis["label"]
+    return f"Image {label['kind']} prediction of {label['name']!r} (fine-tuned medcl encoder + linear head)"
 
 
 def check_bundle_metadata(meta: dict[str, Any]) -> list[str]:
@@ -276,7 +293,7 @@ def _bundle_readme(meta: dict[str, Any]) -> str:
     inp = doc["input"]
     training = doc.get("training") or {}
     lines = [
-        "# medcl encoder (MONAI bundle)",
+        f"# {meta['name']} (MONAI bundle)",
         "",
         meta["description"],
         "",
