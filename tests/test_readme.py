@@ -103,7 +103,7 @@ def test_every_readme_medcl_line_parses(argv: list[str]) -> None:
 def test_readme_covers_the_pipeline() -> None:
     names = {parse(args)[0] for c in readme_commands() if (args := medcl_args(c)) is not None}
     assert {"templates copy", "manifest from-bids", "manifest from-dicom", "validate", "attributes",
-            "config show", "pretrain", "probe", "finetune", "report", "compare", "export"} <= names
+            "config show", "pretrain", "probe", "finetune", "predict", "report", "compare", "export"} <= names
 
 
 @pytest.mark.parametrize("argv", [c for c in readme_commands() if _needs_gpu(medcl_args(c) or [])], ids=" ".join)
@@ -158,6 +158,13 @@ def test_quickstart_runs_as_written_on_a_small_cohort(tmp_path: Path, monkeypatc
                     for a in args]
         elif name == "compare":
             args = ["1" if a == "3" and args[i - 1] == "--seeds" else a for i, a in enumerate(args)]
+        elif name == "predict":  # new scans: two of the cohort's images; the other cohort: the same one
+            scans = work / "new_scans"
+            if not scans.is_dir():
+                scans.mkdir()
+                for image in sorted(bids.rglob("*_T1w.nii.gz"))[:2]:
+                    shutil.copy(image, scans / image.name)
+            args = ["cohort/manifest.yaml" if a == "other_cohort/manifest.yaml" else a for a in args]
         code = main([*args, *TINY.get(name, [])])
         assert code == 0, f"medcl {' '.join(args)} -> {code}\n{capsys.readouterr().err}"
         if name == "manifest from-bids":
@@ -166,7 +173,8 @@ def test_quickstart_runs_as_written_on_a_small_cohort(tmp_path: Path, monkeypatc
     assert ran[0] == "templates copy" and ran[-1] == "export" and "finetune" in ran and "compare" in ran
     assert (work / "runs" / "kdu" / "report.html").is_file()
     assert (work / "runs" / "compare" / "results.csv").is_file()
-    assert (work / "runs" / "kdu" / "finetune" / "diagnosis.json").is_file()
+    assert (work / "runs" / "kdu" / "finetune" / "diagnosis" / "model.json").is_file()
+    assert (work / "models" / "dx" / "model.json").is_file() and (work / "predictions.csv").is_file()
 
     # the Python snippet right after the quickstart, as written
     snippet = re.search(r"```python\n(.*?)```", text[text.index("## Quickstart"):], re.DOTALL).group(1)
