@@ -227,7 +227,7 @@ def finetune_run(
 
     from medcl.atomic import json_safe, write_json
     from medcl.data.cohort import Cohort
-    from medcl.data.datasets import ImageDataset
+    from medcl.evaluate.features import run_images
     from medcl.evaluate.probe_run import _run_encoder
 
     run_dir = Path(run_dir)
@@ -268,7 +268,7 @@ def finetune_run(
         encoder, head, kind, np.nan_to_num(y_all), lr=lr, head_lr_mult=head_lr_mult,
         weight_decay=weight_decay, target_mean=target_mean, target_std=target_std,
     )
-    datasets = {s: ImageDataset(cohort, idx, cache=cache) for s, idx in parts.items()}
+    datasets = {s: run_images(run_dir, cohort, idx, cache) for s, idx in parts.items()}
     generator = torch.Generator().manual_seed(seed)
     train_loader = DataLoader(
         datasets["train"], batch_size=batch_size, shuffle=True, num_workers=num_workers, generator=generator,

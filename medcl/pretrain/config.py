@@ -181,8 +181,13 @@ class PretrainConfig(_Strict):
     epochs: int = Field(100, ge=1)
     batch_size: int = Field(32, ge=2, description="GLOBAL batch size (split over devices x nodes)")
     num_workers: int = Field(4, ge=0)
-    cache: Literal["memory", "disk", "none"] = "memory"
-    cache_dir: str | None = Field(None, description="cache: disk; default: <run dir>/cache")
+    cache: Literal["auto", "memory", "disk", "none"] = Field(
+        "auto", description="preprocessed images: auto (disk for 3D, memory for small 2D), disk, memory, none"
+    )
+    cache_dir: str | None = Field(
+        None, description="root of the shared preprocessed-image cache (default: $MEDCL_CACHE_DIR or "
+        "~/.cache/medcl/preprocessed); it holds every scan's pixels: keep it inside the hospital"
+    )
     precision: Literal["32", "bf16-mixed", "16-mixed", "64"] = "32"
     accelerator: str = "auto"
     devices: int | str = 1
