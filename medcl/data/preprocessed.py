@@ -254,7 +254,7 @@ def _fill(images: PreprocessedImages, workers: int, *, progress: bool) -> WarmRe
         multiprocessing_context="fork" if n_workers > 0 and hasattr(os, "fork") else None,
         worker_init_fn=_one_thread,
     )
-    from tqdm.auto import tqdm
+    from tqdm import tqdm  # not tqdm.auto: its asyncio class iterates a DataLoader twice (workers start twice)
 
     bar = tqdm(loader, total=len(missing), desc="preprocessing", unit="scan", disable=not progress)
     for status, problem in bar:
