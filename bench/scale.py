@@ -280,6 +280,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--before", default="80a2dcd", help="git revision of the 'before' code ('' to skip)")
     parser.add_argument("--widths", default="16,32,64,128", help="the compare's ResNet-18 widths")
     parser.add_argument("--skip-compare", action="store_true")
+    parser.add_argument("--only-compare", action="store_true", help="skip the measurements 1-3")
     parser.add_argument("--memory-child", nargs=2, help=argparse.SUPPRESS)
     parser.add_argument("--compare-child", nargs=6, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -293,13 +294,23 @@ def main(argv: list[str] | None = None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     manifest = write_cohort(out, args.subjects)
     print(f"cohort: {manifest} ({args.subjects} scans), preprocessing to 2 mm, 96^3, z-score")
+    if not args.only_compare:
+        measure(manifest, out, args.widths)
+    if not args.skip_compare:
+        compare(manifest, out, args.before or None, args.widths)
+    if tmp is not None:
+        tmp.cleanup()
+
+
+def measure(manifest: Path, out: Path, widths_arg: str) -> None:
+    """Items 1-3 of the module docstring."""
 
     rates = {w: first_pass(manifest, out, w) for w in (0, 2)}
     print(f"first pass: {rates[0]:.2f} scans/s in 1 process, {rates[2]:.2f} scans/s with 2 workers "
           f"(peak RSS {peak_mib():.0f} MiB in this process)")
     cache = out / "cache-first-w2"
     read = cached_read(manifest, cache)
-    widths = [int(v) for v in args.widths.split(",")]
+    widths = [int(v) for v in widths_arg.split(",")]
     model = {tuple(w): model_rate(w, 4) for w in ([64, 128, 256, 512], widths)}
     for w, rate in model.items():
         print(f"cached read {read:.1f} scans/s (one thread) vs a training step of resnet18 {w} at 96^3, "
@@ -311,11 +322,6 @@ def main(argv: list[str] | None = None) -> None:
         print(f"one pass over the disk cache, {label:3s} n={p['n']:5d}: peak RSS {p['peak_mib']:.0f} MiB "
               f"(after imports {p['base_mib']:.0f})")
     print(f"peak growth 10x/1x: {peaks[1]['peak_mib'] / peaks[0]['peak_mib']:.3f}x (goal <= 1.2x)")
-
-    if not args.skip_compare:
-        compare(manifest, out, args.before or None, args.widths)
-    if tmp is not None:
-        tmp.cleanup()
 
 
 if __name__ == "__main__":
