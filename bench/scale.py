@@ -32,6 +32,9 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
+
+from monai.transforms import Transform
 
 SHAPE = (182, 218, 182)
 ORIENTATIONS = ("RAS", "LAS", "LPS", "PIR", "RPI")
@@ -188,6 +191,21 @@ def _memory_child(manifest: str, cache: str) -> None:
 # ----------------------------------------------------------------------------------- compare
 
 
+class _Counted(Transform):
+    """The manifest's deterministic chain, appending its duration to ``counter`` at every call (a
+    MONAI ``Transform``, so caches treat it as the deterministic part, as they treat the chain)."""
+
+    def __init__(self, chain: Any, counter: str):
+        self.chain, self.counter = chain, counter
+
+    def __call__(self, data: Any) -> Any:
+        t = time.perf_counter()
+        result = self.chain(data)
+        with open(self.counter, "a") as fh:  # append: safe from forked workers
+            fh.write(f"{time.perf_counter() - t:.4f}\n")
+        return result
+
+
 def _compare_child(code: str, manifest: str, out: str, cache: str, counter: str, widths: str) -> None:
     """Fresh process running ``medcl compare`` from the code in ``code``; counts preprocessing."""
     sys.path.insert(0, code)
@@ -195,17 +213,8 @@ def _compare_child(code: str, manifest: str, out: str, cache: str, counter: str,
 
     make = transforms.preprocessing_transforms
 
-    def counted(manifest_):
-        chain = make(manifest_)
-
-        def run(data):
-            t = time.perf_counter()
-            result = chain(data)
-            with open(counter, "a") as fh:  # append: safe from forked workers
-                fh.write(f"{time.perf_counter() - t:.4f}\n")
-            return result
-
-        return run
+    def counted(manifest_: Any) -> _Counted:
+        return _Counted(make(manifest_), counter)
 
     transforms.preprocessing_transforms = counted
     from medcl.evaluate.compare import CompareSettings, parse_arms, run_comparison
