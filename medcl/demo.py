@@ -135,7 +135,7 @@ def vae_options(s: DemoSettings) -> Any:
     return VAEOptions(epochs=s.vae_epochs, latent_dim=8, batch_size=32, seed=0)
 
 
-def _vae_manifest(manifest: Path, s: DemoSettings) -> Path:
+def _vae_manifest(manifest: Path, s: DemoSettings, cache_dir: Path) -> Path:
     """Train the VAE prior (or reuse it when made with the same options on the same cohort) and
     declare its latent means as an embedding attribute, in ``manifest_vae.yaml``."""
     import yaml
@@ -151,7 +151,7 @@ def _vae_manifest(manifest: Path, s: DemoSettings) -> Path:
     have = json.loads(stamp.read_text()) if stamp.is_file() else None
     if not features.is_file() or have != want:
         stamp.unlink(missing_ok=True)
-        fit_vae_prior(manifest, features, options)
+        fit_vae_prior(manifest, features, options, cache_dir=cache_dir)
         write_json(stamp, want)
     data = yaml.safe_load(manifest.read_text())
     data["attributes"] = [a for a in data["attributes"] if a["name"] != "vae"]
@@ -162,8 +162,10 @@ def _vae_manifest(manifest: Path, s: DemoSettings) -> Path:
     return path
 
 
-def base_config(manifest: Path, s: DemoSettings) -> Any:
-    """The one pretraining config every arm starts from (the engine changes method and prior only)."""
+def base_config(manifest: Path, s: DemoSettings, cache_dir: Path | None = None) -> Any:
+    """The one pretraining config every arm starts from (the engine changes method and prior only).
+
+    ``cache_dir``: root of the preprocessed images (the demo keeps them in its output folder)."""
     from medcl.pretrain.config import parse_config
 
     return parse_config({
@@ -179,7 +181,8 @@ def base_config(manifest: Path, s: DemoSettings) -> Any:
         "epochs": s.epochs,
         "batch_size": s.batch_size,
         "num_workers": 0,
-        "cache": "memory",
+        "cache": "auto",
+        "cache_dir": None if cache_dir is None else str(cache_dir),
         "seed": 0,
         "log_every_n_steps": 2,
         "checkpoint": {"every_n_epochs": 0},
@@ -210,12 +213,12 @@ def run_demo(
     manifest = _cohort(out, s)
     if "kdu_vae" in s.methods:
         say("training the VAE prior")
-        manifest = _vae_manifest(manifest, s)
+        manifest = _vae_manifest(manifest, s, out / "cache")
     arms = [m for m in METHODS if m.name in s.methods]
     compare = CompareSettings(labels=list(LABELS), seeds=s.seeds, folds=s.probe_folds,
                               repeats=s.probe_repeats, baseline=BASELINE,
                               train_sizes=[25, 50, "all"], colour_by=["site"],
                               title="medcl demo: does metadata help?")
-    result = run_comparison(base_config(manifest, s), arms, out, compare, on_line=say)
+    result = run_comparison(base_config(manifest, s, out / "cache"), arms, out, compare, on_line=say)
     render_comparison(result)
     return result

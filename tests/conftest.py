@@ -33,3 +33,19 @@ def synthetic_dicom_manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """12 chest-X-ray-like DICOM (secondary capture) files at 32^2."""
     out = tmp_path_factory.mktemp("synthetic_dicom")
     return generate_cohort(out, dims=2, subjects=12, size=32, seed=0, image_format="dicom")
+
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Preprocessed images go to a cache folder of this test session, never to ~/.cache."""
+    import os
+    import tempfile
+
+    config._medcl_cache = os.environ["MEDCL_CACHE_DIR"] = tempfile.mkdtemp(prefix="medcl-test-cache-")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    import shutil
+
+    if hasattr(config, "_medcl_cache"):
+        shutil.rmtree(config._medcl_cache, ignore_errors=True)

@@ -1,4 +1,5 @@
-"""CLI commands of the data stage: ``medcl validate``, the ``medcl manifest`` builders, ``medcl synth``.
+"""CLI commands of the data stage: ``medcl validate``, ``medcl cache``, the ``medcl manifest`` builders,
+``medcl synth``.
 
 Only light modules are imported at the top; each command imports what it needs.
 """
@@ -85,9 +86,48 @@ def from_dicom(
     _report(build_from_dicom(dicom_dir, out, kind=kind, salt=salt, study_date=study_date, force=force))
 
 
+def cache(
+    manifest: Path | None = typer.Option(None, "--manifest", "-m", help="cohort manifest (YAML)"),
+    config: Path | None = typer.Option(
+        None, "--config", "-c", help="pretraining config: its manifest and cache_dir (--manifest wins)"
+    ),
+    cache_dir: Path | None = typer.Option(
+        None, "--cache-dir", help="cache root (default: the config's cache_dir, $MEDCL_CACHE_DIR or "
+        "~/.cache/medcl/preprocessed)"
+    ),
+    workers: int = typer.Option(2, "--workers", "-w", min=0, help="preprocessing processes (0: this one)"),
+) -> None:
+    """Preprocess every scan of a cohort once into the shared cache (before a comparison).
+
+    Example: `medcl cache --manifest data_manifests/my_cohort.yaml --workers 8`
+
+    Pretraining, probing, fine-tuning, `medcl compare` and the demo then read the cached images
+    instead of re-reading and resampling each scan. Scans already cached (same file, same
+    preprocessing) are skipped; safe to run while a training reads the same cache. The cache holds
+    the preprocessed pixels of every scan: keep it on the hospital's machines.
+    """
+    from medcl.errors import MedclInputError
+
+    if manifest is None and config is None:
+        raise MedclInputError("give --manifest FILE (or --config FILE naming one)")
+    root = cache_dir
+    if config is not None:
+        from medcl.pretrain.config import load_config
+
+        cfg = load_config(config, [])
+        manifest = manifest or Path(cfg.manifest)
+        root = root or (Path(cfg.cache_dir) if cfg.cache_dir else None)
+    from medcl.data.cohort import Cohort
+    from medcl.data.preprocessed import warm_cache
+
+    report = warm_cache(Cohort.from_manifest(manifest), cache_dir=root, workers=workers, progress=True)
+    typer.echo(report.line())
+
+
 def register(app: typer.Typer) -> None:
     """Add ``validate`` and the ``manifest`` group to ``app``."""
     app.command("validate")(validate)
+    app.command("cache")(cache)
     app.add_typer(manifest_app, name="manifest")
 
 

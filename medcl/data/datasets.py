@@ -1,9 +1,8 @@
 """Torch datasets over a :class:`~medcl.data.cohort.Cohort`: multi-view (pretraining) and plain (probing).
 
 The deterministic preprocessing (:func:`~medcl.data.transforms.preprocessing_transforms`) is
-computed once per subject and cached by MONAI: in memory (``CacheDataset``, the only mode that
-holds the whole cohort), on disk (``PersistentDataset`` in a folder named after the
-preprocessing fingerprint, so changing e.g. the size never reuses old files), or not at all.
+computed once per scan and preprocessing and kept in the cache that every run, probe and
+comparison shares (:mod:`medcl.data.preprocessed`: on disk, plus a RAM copy with ``cache="memory"``).
 Augmentation views are drawn per view from a chain seeded by (seed, epoch, subject index, view),
 so they do not depend on the worker, the batch, or the loader's order. With ``backend="batched"``
 the dataset serves the preprocessed image only and whole batches of views are made after collate
@@ -24,11 +23,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from medcl.data.preprocessed import PreprocessedImages
 from medcl.data.transforms import (
     BACKENDS,
     augmentation_transforms,
-    preprocessing_fingerprint,
-    preprocessing_transforms,
     preset_spec,
     resolve_preset,
     view_seed,
@@ -39,17 +37,9 @@ if TYPE_CHECKING:
     from medcl.data.batch_augment import BatchAugmentation
     from medcl.data.cohort import Cohort
 
-__all__ = ["ImageDataset", "MultiViewDataset", "collate_multiview", "default_cache_dir", "make_loader"]
+__all__ = ["ImageDataset", "MultiViewDataset", "collate_multiview", "make_loader"]
 
-CacheMode = Literal["memory", "disk", "none"]
-_CACHE_MODES = ("memory", "disk", "none")
-
-
-def default_cache_dir() -> Path:
-    """Where ``cache="disk"`` writes when no ``cache_dir`` is given: ``$MEDCL_CACHE_DIR`` or
-    ``~/.cache/medcl/preprocessed``."""
-    env = os.environ.get("MEDCL_CACHE_DIR")
-    return Path(env) if env else Path.home() / ".cache" / "medcl" / "preprocessed"
+CacheMode = Literal["auto", "memory", "disk", "none"]
 
 
 def _as_cohort(cohort: Cohort | str | os.PathLike) -> Cohort:
@@ -78,64 +68,6 @@ def _as_indices(indices: Sequence[int] | np.ndarray | None, n: int) -> np.ndarra
     return idx
 
 
-class _PreprocessedImages:
-    """The cached, deterministic part: ``[i] -> (C, *S)`` float32 tensor for ``indices[i]``."""
-
-    def __init__(
-        self,
-        cohort: Cohort,
-        indices: np.ndarray,
-        cache: str,
-        cache_dir: str | os.PathLike | None,
-        cache_workers: int | None,
-    ) -> None:
-        from monai.data import CacheDataset, PersistentDataset
-        from monai.data import Dataset as MonaiDataset
-
-        if cache not in _CACHE_MODES:
-            raise MedclInputError(f"cache must be one of {_CACHE_MODES}, got {cache!r}")
-        manifest = cohort.manifest
-        paths = cohort.image_paths
-        transform = preprocessing_transforms(manifest)
-        self.cache_dir: Path | None = None
-        if cache == "disk":
-            root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-            self.cache_dir = root / f"{manifest.image.kind}-{preprocessing_fingerprint(manifest)}"
-            self.cache_dir.mkdir(parents=True, exist_ok=True)
-            # The item (hashed into the file name) carries the file's size and mtime: an image
-            # rewritten in place gets a fresh cache entry.
-            data = [{"image": str(paths[i]), "stamp": _stamp(paths[i])} for i in indices]
-            self.dataset: Any = PersistentDataset(data, transform, cache_dir=self.cache_dir)
-        elif cache == "memory":
-            data = [{"image": str(paths[i])} for i in indices]
-            workers = cache_workers if cache_workers is not None else min(4, os.cpu_count() or 1)
-            self.dataset = CacheDataset(
-                data, transform, num_workers=workers, progress=False, copy_cache=False
-            )
-        else:
-            self.dataset = MonaiDataset([{"image": str(paths[i])} for i in indices], transform)
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, i: int) -> torch.Tensor:
-        try:
-            return self.dataset[i]["image"]
-        except Exception as err:  # MONAI's message names the transform, not the file
-            path = self.dataset.data[i]["image"]
-            cause = err.__cause__ or err
-            what = f"{type(cause).__name__}: {cause}"
-            raise MedclInputError(f"image {path}: cannot be preprocessed ({what})") from err
-
-
-def _stamp(path: Path) -> str:
-    try:
-        st = path.stat()
-    except OSError as err:
-        raise MedclInputError(f"image {path} cannot be read: {err}") from None
-    return f"{st.st_size}-{st.st_mtime_ns}"
-
-
 class MultiViewDataset(Dataset):
     """``V`` augmented views per subject plus its attributes and labels (for pretraining).
 
@@ -145,8 +77,10 @@ class MultiViewDataset(Dataset):
         views: views per subject (``V``).
         augmentation: a preset (``"auto"``, ``"mri3d"``, ``"ct3d"``, ``"xray2d"``, ``"none"``) or
             an array transform with ``set_random_state`` (e.g. a MONAI ``Compose``).
-        cache: ``"memory"`` (whole subset preprocessed up front), ``"disk"`` (MONAI
-            ``PersistentDataset`` under ``cache_dir``) or ``"none"``.
+        cache: ``"auto"`` (disk for 3D, memory for small 2D subsets), ``"disk"`` (the shared
+            cache under ``cache_dir``, read per item), ``"memory"`` (the same, plus the subset in
+            RAM) or ``"none"`` (no cache); see :mod:`medcl.data.preprocessed`.
+        cache_dir: the cache root (default ``$MEDCL_CACHE_DIR`` or ``~/.cache/medcl/preprocessed``).
         seed: base seed of the views.
         attribute_names, label_names: which attributes / labels (default: all in the manifest).
         augmentation_strength: scales the preset's magnitudes.
@@ -167,7 +101,7 @@ class MultiViewDataset(Dataset):
         *,
         views: int = 2,
         augmentation: str | Callable = "auto",
-        cache: CacheMode = "memory",
+        cache: CacheMode = "auto",
         cache_dir: str | os.PathLike | None = None,
         seed: int = 0,
         attribute_names: Sequence[str] | None = None,
@@ -220,12 +154,12 @@ class MultiViewDataset(Dataset):
         labels = [self.cohort.label(name)[self.indices] for name in self.label_names]
         stacked = np.stack(labels, axis=1) if labels else np.zeros((len(self.indices), 0))
         self.labels = torch.from_numpy(stacked.astype(np.float32))
-        self._images = _PreprocessedImages(self.cohort, self.indices, cache, cache_dir, cache_workers)
+        self._images = PreprocessedImages(self.cohort, self.indices, cache, cache_dir, cache_workers)
         self._random_parts = _random_transforms(self.augmentation)
 
     @property
     def cache_dir(self) -> Path | None:
-        """The folder of this dataset's disk cache (None unless ``cache="disk"``)."""
+        """The folder of this dataset's disk cache (None with ``cache="none"``)."""
         return self._images.cache_dir
 
     def set_epoch(self, epoch: int) -> None:
@@ -293,17 +227,17 @@ class ImageDataset(Dataset):
         cohort: Cohort | str | os.PathLike,
         indices: Sequence[int] | np.ndarray | None = None,
         *,
-        cache: CacheMode = "memory",
+        cache: CacheMode = "auto",
         cache_dir: str | os.PathLike | None = None,
         cache_workers: int | None = None,
     ) -> None:
         self.cohort = _as_cohort(cohort)
         self.indices = _as_indices(indices, len(self.cohort))
-        self._images = _PreprocessedImages(self.cohort, self.indices, cache, cache_dir, cache_workers)
+        self._images = PreprocessedImages(self.cohort, self.indices, cache, cache_dir, cache_workers)
 
     @property
     def cache_dir(self) -> Path | None:
-        """The folder of this dataset's disk cache (None unless ``cache="disk"``)."""
+        """The folder of this dataset's disk cache (None with ``cache="none"``)."""
         return self._images.cache_dir
 
     def __len__(self) -> int:

@@ -40,8 +40,11 @@ def vae_loss(recon, x, mu, logvar, beta: float = 1.0):
     return rec + beta * kl
 
 
-def fit_vae_prior(manifest: str | Path, out: str | Path, options: VAEOptions | None = None) -> Path:
+def fit_vae_prior(manifest: str | Path, out: str | Path, options: VAEOptions | None = None, *,
+                  cache_dir: str | Path | None = None) -> Path:
     """Fit a VAE on the cohort's images and write per-subject latent means to ``out``.
+
+    Images come from the shared preprocessed cache (root ``cache_dir``, default as for ``ImageDataset``).
 
     ``out`` ends in ``.csv``, ``.tsv`` or ``.parquet``; columns: the manifest's subject id column,
     then ``vae_0 .. vae_{k-1}``. Written atomically. Returns ``out``.
@@ -79,7 +82,7 @@ def fit_vae_prior(manifest: str | Path, out: str | Path, options: VAEOptions | N
     )
     optimizer = torch.optim.Adam(net.parameters(), lr=options.lr)
     gen = torch.Generator().manual_seed(options.seed)
-    loader = DataLoader(ImageDataset(cohort, fit_idx), batch_size=options.batch_size, shuffle=True,
+    loader = DataLoader(ImageDataset(cohort, fit_idx, cache_dir=cache_dir), batch_size=options.batch_size, shuffle=True,
                         generator=gen)
     net.train()
     for _ in range(options.epochs):
@@ -96,7 +99,8 @@ def fit_vae_prior(manifest: str | Path, out: str | Path, options: VAEOptions | N
     net.eval()
     means = []
     with torch.no_grad():
-        for batch in DataLoader(ImageDataset(cohort), batch_size=options.batch_size, shuffle=False):
+        images = ImageDataset(cohort, cache_dir=cache_dir)
+        for batch in DataLoader(images, batch_size=options.batch_size, shuffle=False):
             means.append(net.encode_forward(batch["image"])[0])
     latent = torch.cat(means).numpy()
     table = pd.DataFrame(latent, columns=[f"vae_{j}" for j in range(latent.shape[1])])

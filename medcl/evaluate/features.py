@@ -34,7 +34,7 @@ def encode_cohort(
     batch_size: int = 16,
     num_workers: int = 0,
     device: str | torch.device | None = None,
-    cache: str = "none",
+    cache: str = "auto",
     cache_dir: str | os.PathLike | None = None,
     progress: bool = True,
 ) -> np.ndarray:
@@ -49,7 +49,7 @@ def encode_cohort(
         indices: cohort rows to encode (default: all, in table order).
         batch_size, num_workers: DataLoader settings.
         device: where the encoder runs (default: GPU when available).
-        cache, cache_dir: as for :class:`medcl.data.datasets.ImageDataset` (one pass: "none").
+        cache, cache_dir: as for :class:`medcl.data.datasets.ImageDataset` (the shared cache).
         progress: show a tqdm progress bar on stderr.
 
     Returns:
@@ -60,6 +60,22 @@ def encode_cohort(
     dataset = ImageDataset(cohort, indices, cache=cache, cache_dir=cache_dir)
     return encode_dataset(encoder, dataset, batch_size=batch_size, num_workers=num_workers, device=device,
                           progress=progress)
+
+
+def run_images(run_dir: str | os.PathLike, cohort: Cohort, indices: Sequence[int] | np.ndarray,
+               cache: str | None = None) -> Any:
+    """An :class:`~medcl.data.datasets.ImageDataset` of ``indices`` read through the cache of the
+    run's config, so probing and fine-tuning a run reuse the images its pretraining preprocessed.
+
+    ``cache`` overrides the run's mode (e.g. ``"disk"`` for a single pass), except that a run made
+    with ``cache: none`` (nothing written) stays uncached.
+    """
+    from medcl.data.datasets import ImageDataset
+    from medcl.pretrain.run_dir import RunDir
+
+    settings = RunDir(run_dir).cache_settings()
+    mode = settings["cache"] if cache is None or settings["cache"] == "none" else cache
+    return ImageDataset(cohort, indices, cache=mode, cache_dir=settings["cache_dir"])
 
 
 def encode_dataset(
@@ -77,7 +93,7 @@ def encode_dataset(
     """
     import torch
     from torch.utils.data import DataLoader
-    from tqdm.auto import tqdm
+    from tqdm import tqdm  # not tqdm.auto: its asyncio class iterates a DataLoader twice (workers start twice)
 
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
     device = torch.device(device or default_device())

@@ -153,10 +153,10 @@ def finetune_run(
 
     from medcl.atomic import atomic_path, json_safe, write_json
     from medcl.data.cohort import Cohort
-    from medcl.data.datasets import ImageDataset
     from medcl.evaluate.diagnosis_metrics import diagnosis_metrics, point_metrics, youden_threshold
     from medcl.evaluate.finetune_loop import Trainer, predict_outputs
     from medcl.evaluate.label_subsets import nested_train_subset, parse_train_size
+    from medcl.evaluate.features import run_images
     from medcl.evaluate.probe_run import _run_encoder
     from medcl.models.heads import DiagnosisModel
     from medcl.models.saved import MODEL_METRICS, diagnosis_document, save_diagnosis_model
@@ -206,7 +206,7 @@ def finetune_run(
     torch.manual_seed(options.seed)
     model = DiagnosisModel(encoder, kind, n_classes=max(n_classes, 2), target_mean=target_mean,
                            target_std=target_std)
-    datasets = {s: ImageDataset(cohort, idx, cache=cache) for s, idx in parts.items()}
+    datasets = {s: run_images(run_dir, cohort, idx, cache) for s, idx in parts.items()}
     n_train, batch = len(parts["train"]), options.batch_size
     train_loader = DataLoader(
         datasets["train"], batch_size=batch, shuffle=True, num_workers=num_workers,

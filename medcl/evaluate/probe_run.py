@@ -115,7 +115,7 @@ def probe_run(
             no split.csv (with ``subjects="outside"``), no labelled subject outside the split.
     """
     from medcl.data.cohort import Cohort
-    from medcl.evaluate.features import encode_cohort
+    from medcl.evaluate.features import encode_dataset, run_images
 
     run_dir = Path(run_dir)
     cohort = Cohort.from_manifest(manifest)
@@ -137,10 +137,9 @@ def probe_run(
     else:
         folds, folds_source = None, f"patient-level folds stratified on {label!r}"
     labelled, subject_note = _probe_subjects(run_dir, cohort, labels, subjects, label)
-    features = encode_cohort(
-        encoder, cohort, labelled, batch_size=batch_size, num_workers=num_workers, device=device,
-        progress=progress,
-    )
+    images = run_images(run_dir, cohort, labelled, cache="disk")  # one pass: no RAM copy
+    features = encode_dataset(encoder, images, batch_size=batch_size, num_workers=num_workers, device=device,
+                              progress=progress)
     groups = np.asarray(cohort.patient_ids, dtype=object)[labelled]
     result = probe_features(
         features,

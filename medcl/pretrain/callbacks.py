@@ -219,10 +219,11 @@ class OnlineProbe(L.Callback):
     the training split and score it on the validation split; logs ``probe/<label>_<metric>``."""
 
     def __init__(self, cohort: Any, train_idx: np.ndarray, val_idx: np.ndarray, label: str, *,
-                 every_n_epochs: int, kind: str = "knn", k: int = 5, cache: str = "memory",
-                 batch_size: int = 32):
+                 every_n_epochs: int, kind: str = "knn", k: int = 5, cache: str = "auto",
+                 cache_dir: str | None = None, batch_size: int = 32):
         self.cohort, self.label, self.kind, self.k = cohort, label, kind, k
         self.every_n_epochs, self.cache, self.batch_size = every_n_epochs, cache, batch_size
+        self.cache_dir = cache_dir
         y = cohort.label(label)
         self.train_idx = np.asarray([i for i in train_idx if np.isfinite(y[i])])
         self.val_idx = np.asarray([i for i in val_idx if np.isfinite(y[i])])
@@ -236,7 +237,7 @@ class OnlineProbe(L.Callback):
         from medcl.data.datasets import ImageDataset
 
         if part not in self._datasets:
-            self._datasets[part] = ImageDataset(self.cohort, idx, cache=self.cache)
+            self._datasets[part] = ImageDataset(self.cohort, idx, cache=self.cache, cache_dir=self.cache_dir)
         loader = DataLoader(self._datasets[part], batch_size=self.batch_size, shuffle=False)
         feats = []
         was_training = module.training

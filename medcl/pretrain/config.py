@@ -195,11 +195,13 @@ class PretrainConfig(_Strict):
     epochs: int = Field(100, ge=1, description="training epochs (passes over the training split)")
     batch_size: int = Field(32, ge=2, description="GLOBAL batch size (split over devices x nodes)")
     num_workers: int = Field(4, ge=0, description="data-loader worker processes per device (0: in the main process)")
-    cache: Literal["memory", "disk", "none"] = Field(
-        "memory", description="keep preprocessed images in memory, on disk (cache_dir; holds every training "
-        "scan's pixels) or not at all"
+    cache: Literal["auto", "memory", "disk", "none"] = Field(
+        "auto", description="preprocessed images: auto (disk for 3D, memory for small 2D), disk, memory, none"
     )
-    cache_dir: str | None = Field(None, description="cache: disk; default: <run dir>/cache")
+    cache_dir: str | None = Field(
+        None, description="root of the shared preprocessed-image cache (default: $MEDCL_CACHE_DIR or "
+        "~/.cache/medcl/preprocessed); it holds every scan's pixels: keep it inside the hospital"
+    )
     precision: Literal["32", "bf16-mixed", "16-mixed", "64"] = Field(
         "32", description="Lightning precision; bf16-mixed on recent GPUs, 32 on CPU (a number is read as text)"
     )

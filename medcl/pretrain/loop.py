@@ -323,7 +323,8 @@ def _run(config: PretrainConfig, run: RunDir, *, resuming: bool) -> RunDir:
     if cfg.probe.every_n_epochs:
         callbacks.append(OnlineProbe(prep.cohort, prep.train_idx, np.flatnonzero(prep.split == "val"),
                                      cfg.probe.label, every_n_epochs=cfg.probe.every_n_epochs,
-                                     kind=cfg.probe.kind, k=cfg.probe.k, cache=cfg.cache))
+                                     kind=cfg.probe.kind, k=cfg.probe.k, cache=cfg.cache,
+                                     cache_dir=cfg.cache_dir))
     trainer = build_trainer(cfg, run, callbacks, len(prep.train_idx) // cfg.batch_size)
     if trainer.is_global_zero and not resuming:
         _write_start_files(run, prep)
@@ -335,7 +336,7 @@ def _run(config: PretrainConfig, run: RunDir, *, resuming: bool) -> RunDir:
     aug = cfg.augmentation
     dataset = MultiViewDataset(
         prep.cohort, prep.train_idx, views=cfg.views, augmentation=aug.preset, cache=cfg.cache,
-        cache_dir=cfg.cache_dir or str(run.path / "cache"), seed=cfg.seed,
+        cache_dir=cfg.cache_dir, seed=cfg.seed,
         attribute_names=cfg.attributes or None, label_names=labels,
         augmentation_strength=aug.strength, backend=aug.backend,
     )

@@ -139,6 +139,13 @@ class RunDir:
 
         return parse_config(yaml.safe_load(self.config_path.read_text()), source=str(self.config_path))
 
+    def cache_settings(self) -> dict[str, Any]:
+        """``{"cache": mode, "cache_dir": root or None}`` of the run's preprocessed images, so that
+        probing and fine-tuning read the cache its pretraining filled (defaults without a config)."""
+        data = yaml.safe_load(self.config_path.read_text()) if self.config_path.is_file() else {}
+        data = data if isinstance(data, dict) else {}
+        return {"cache": data.get("cache") or "auto", "cache_dir": data.get("cache_dir")}
+
     def kernel(self):
         """The fitted :class:`medcl.kernels.PriorKernel`, or None when the run used none."""
         if not self.kernel_path.is_file():

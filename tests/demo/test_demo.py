@@ -39,7 +39,7 @@ def test_tiny_demo_runs_every_arm_marks_age_and_never_mixes_settings(
     vae_fits: list[int] = []
     real_fit = vae.fit_vae_prior
     monkeypatch.setattr(vae, "fit_vae_prior",
-                        lambda m, f, options: vae_fits.append(options.epochs) or real_fit(m, f, options))
+                        lambda m, f, options, **kw: vae_fits.append(options.epochs) or real_fit(m, f, options, **kw))
 
     settings = DemoSettings(
         subjects=48, size=16, seeds=1, epochs=1, batch_size=8, widths=[4, 4, 8, 8], vae_epochs=1,

@@ -221,13 +221,13 @@ def _spy_encoded_indices(monkeypatch) -> list:
     import medcl.evaluate.features as features
 
     calls: list = []
-    real = features.encode_cohort
+    real = features.run_images
 
-    def spy(encoder, cohort, indices=None, **kwargs):
+    def spy(run_dir, cohort, indices, cache=None):
         calls.append(np.asarray(indices))
-        return real(encoder, cohort, indices, **kwargs)
+        return real(run_dir, cohort, indices, cache)
 
-    monkeypatch.setattr(features, "encode_cohort", spy)
+    monkeypatch.setattr(features, "run_images", spy)
     return calls
 
 

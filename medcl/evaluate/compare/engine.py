@@ -224,6 +224,7 @@ def run_comparison(
     with :func:`medcl.report.comparison.render_comparison` (``medcl compare`` and ``medcl demo`` do).
     """
     from medcl.data.datasets import ImageDataset
+    from medcl.data.preprocessed import warm_cache
     from medcl.evaluate.features import encode_dataset
     from medcl.evaluate.metrics import MetricSummary, write_probe_result
     from medcl.evaluate.probe import probe_features
@@ -247,7 +248,11 @@ def run_comparison(
         for label in settings.labels:
             marked, reason, measures = proxy_mark(cohort, arm, label, train_idx)
             result.proxy[(arm.name, label)] = {"marked": marked, "reason": reason, "measures": measures}
-    images = ImageDataset(cohort, held_out, cache="memory")
+    if base.cache != "none":  # each scan preprocessed once, in parallel, before any arm trains
+        warmed = warm_cache(cohort, cache_dir=base.cache_dir, workers=base.num_workers, progress=False)
+        result.preprocessing_s = warmed.seconds
+        say(warmed.line())
+    images = ImageDataset(cohort, held_out, cache=base.cache, cache_dir=base.cache_dir)
     patients = np.asarray(cohort.patient_ids, dtype=object)
     say(f"comparing {len(arms)} arm(s) x {settings.seeds} seed(s) on {len(train_idx)} training / "
         f"{len(held_out)} held-out subjects -> {out}")
@@ -364,6 +369,7 @@ def _write_outputs(result: Comparison) -> None:
         "proxy_thresholds": {"abs_correlation": PROXY_CORRELATION, "cka": PROXY_CKA},
         "fold_test_train_ratio": result.fold_ratio,
         "elapsed_s": round(result.elapsed_s, 1),
+        "preprocessing_s": round(result.preprocessing_s, 1),
         "summary": result.summary(),
         "diverged": {arm: {str(seed): why for seed, why in seeds.items()} for arm, seeds in result.diverged.items()},
         "fingerprints": result.fingerprints,

@@ -22,7 +22,8 @@ if TYPE_CHECKING:
 
 FINGERPRINT_FILE = "fingerprint.json"
 FINGERPRINT_VERSION = 1
-_DISPLAY_KEYS = ("progress_bar",)  # config keys that change nothing learned: left out of fingerprints
+# config keys that change nothing learned (display, where preprocessed images are kept): left out of fingerprints
+_DISPLAY_KEYS = ("progress_bar", "cache", "cache_dir")
 
 
 # ---------------------------------------------------------------------------------- fingerprints

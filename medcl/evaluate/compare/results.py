@@ -31,6 +31,7 @@ class Comparison:
     fingerprints: dict[str, dict[str, str]] = field(default_factory=dict)  # arm -> seed -> fingerprint
     diverged: dict[str, dict[int, str]] = field(default_factory=dict)  # arm -> seed -> error (no rows)
     elapsed_s: float = 0.0
+    preprocessing_s: float = 0.0  # filling the shared cache of preprocessed images up front
 
     def summary(self) -> list[dict[str, Any]]:
         """Per arm and label: mean/sd over seeds, paired difference to the baseline with CIs, marks."""
