@@ -154,9 +154,9 @@ def finetune_run(
     from medcl.atomic import atomic_path, json_safe, write_json
     from medcl.data.cohort import Cohort
     from medcl.evaluate.diagnosis_metrics import diagnosis_metrics, point_metrics, youden_threshold
+    from medcl.evaluate.features import run_images
     from medcl.evaluate.finetune_loop import Trainer, predict_outputs
     from medcl.evaluate.label_subsets import nested_train_subset, parse_train_size
-    from medcl.evaluate.features import run_images
     from medcl.evaluate.probe_run import _run_encoder
     from medcl.models.heads import DiagnosisModel
     from medcl.models.saved import MODEL_METRICS, diagnosis_document, save_diagnosis_model
