@@ -135,9 +135,10 @@ class RunDir:
     # -- readers --------------------------------------------------------------------------------
     def config(self):
         """The resolved :class:`medcl.pretrain.config.PretrainConfig`."""
-        from medcl.pretrain.config import parse_config
+        from medcl.pretrain.config import parse_config, upgrade_saved_config
 
-        return parse_config(yaml.safe_load(self.config_path.read_text()), source=str(self.config_path))
+        data = upgrade_saved_config(yaml.safe_load(self.config_path.read_text()))
+        return parse_config(data, source=str(self.config_path))
 
     def kernel(self):
         """The fitted :class:`medcl.kernels.PriorKernel`, or None when the run used none."""
