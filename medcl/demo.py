@@ -110,7 +110,7 @@ class DemoSettings(BaseModel):
 # ------------------------------------------------------------------------------------- pieces
 
 
-def _cohort(out: Path, s: DemoSettings) -> Path:
+def demo_cohort(out: Path, s: DemoSettings) -> Path:
     """The synthetic cohort in ``out/cohort``, regenerated whenever its generator settings change."""
     from medcl.data.synthetic import SyntheticConfig, generate_cohort
 
@@ -209,7 +209,7 @@ def run_demo(
     out.mkdir(parents=True, exist_ok=True)
     say = on_line or (lambda _line: None)
     say("generating the synthetic cohort")
-    manifest = _cohort(out, s)
+    manifest = demo_cohort(out, s)
     if "kdu_vae" in s.methods:
         say("training the VAE prior")
         manifest = _vae_manifest(manifest, s)
