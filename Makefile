@@ -2,6 +2,11 @@
 PYTHON ?= python3
 VENV ?= .venv
 TORCH ?= torch==2.13.0
+# Where pip finds torch: e.g. PIP_INDEX=https://download.pytorch.org/whl/cu128 for a CUDA build
+# (passed as --index-url to the torch install only); PIP_EXTRA adds an --extra-index-url.
+PIP_INDEX ?=
+PIP_EXTRA ?=
+TORCH_INDEX := $(if $(PIP_INDEX),--index-url $(PIP_INDEX)) $(if $(PIP_EXTRA),--extra-index-url $(PIP_EXTRA))
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
@@ -11,7 +16,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	# torch first and pinned in the same command: a bare resolve would fetch a multi-GB CUDA build.
-	$(BIN)/pip install -q "$(TORCH)"
+	$(BIN)/pip install -q $(TORCH_INDEX) "$(TORCH)"
 	$(BIN)/pip install -q "$(TORCH)" -e ".[dev]"
 	touch $(STAMP)
 

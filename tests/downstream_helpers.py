@@ -52,3 +52,36 @@ def make_run_dir(path: Path, manifest: Path, *, seed: int = 0) -> Path:
         {"subject_id": cohort.subject_ids, "patient_id": cohort.patient_ids, "split": cohort.split()}
     ).to_csv(path / "split.csv", index=False)
     return path
+
+
+#: a 2D cohort where the diagnosis is easy to see: strong lesion, no site effects, little noise
+EASY_KNOBS = {"lesion_strength": 1.0, "disease_years": 40.0, "site_gamma": 0.0, "site_bias": 0.0,
+              "site_scale": 0.0, "noise_level": 0.01, "site_noise": 0.0}
+#: fine-tuning that learns it from a random tiny encoder in ~2 s (see test_finetune_learns_an_easy_label)
+EASY_TRAINING = {"mode": "full", "init": "scratch", "lr": 3e-3, "augmentation": "none", "epochs": 10,
+                 "device": "cpu", "n_boot": 100}
+
+
+def easy_cohort(out: Path, subjects: int = 120) -> Path:
+    """120 PNG scans at 32^2 with an easily visible diagnosis; returns the manifest path."""
+    from medcl.data.synthetic import generate_cohort
+
+    return generate_cohort(out, dims=2, subjects=subjects, size=32, seed=0, image_format="png", **EASY_KNOBS)
+
+
+def with_split_column(manifest: Path, out: Path) -> Path:
+    """A copy of a cohort whose split is a table column (the original's split), so that label
+    changes do not move subjects between splits; returns the copy's manifest."""
+    import shutil
+
+    from medcl.data.cohort import Cohort
+
+    split = Cohort.from_manifest(manifest).split()
+    shutil.copytree(manifest.parent, out)
+    table = pd.read_csv(out / "participants.csv")
+    table["split"] = split
+    table.to_csv(out / "participants.csv", index=False)
+    doc = yaml.safe_load((out / "manifest.yaml").read_text())
+    doc["split"] = {"method": "column", "column": "split"}
+    (out / "manifest.yaml").write_text(yaml.safe_dump(doc))
+    return out / "manifest.yaml"

@@ -1,7 +1,8 @@
 """The ``medcl`` command line. Thin: parse, call the library, print a short summary.
 
 Each pipeline stage's sub-commands live in one module (``data_commands``, ``pretrain_commands``,
-``evaluate_commands``, ``export_commands``, ``report_commands``, ``demo_commands``) and register
+``evaluate_commands``, ``diagnosis_commands``, ``export_commands``, ``report_commands``,
+``demo_commands``, ``template_commands``) and register
 themselves on ``app``. Heavy imports (torch,
 MONAI, Lightning) happen inside the commands, so ``medcl --help`` answers quickly.
 Exit codes: 0 success, 2 bad input (clear message, no traceback), 1 internal error.
@@ -28,19 +29,23 @@ app = typer.Typer(
 from medcl.cli import (  # noqa: E402
     data_commands,
     demo_commands,
+    diagnosis_commands,
     evaluate_commands,
     export_commands,
     pretrain_commands,
+    template_commands,
 )
 
 # one commands module per pipeline stage; registration order is the order of `medcl --help`
-for _module in (data_commands, pretrain_commands, evaluate_commands, export_commands, demo_commands):
+for _module in (data_commands, pretrain_commands, evaluate_commands, diagnosis_commands, export_commands,
+                demo_commands):
     _module.register(app)
 data_commands.register_synth(app)
 from medcl.cli import report_commands  # noqa: E402
 
 report_commands.register(app)
 evaluate_commands.register_compare(app)
+template_commands.register(app)
 
 
 def main(argv: list[str] | None = None) -> int:

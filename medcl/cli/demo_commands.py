@@ -9,7 +9,9 @@ import typer
 
 def demo_command(
     out: Path = typer.Option(Path("demo_run"), "--out", "-o", help="folder for the cohort, runs and report"),
-    quick: bool = typer.Option(False, "--quick", help="a 2-minute smoke version (1 seed, 3 epochs)"),
+    quick: bool = typer.Option(
+        False, "--quick", help="a smoke version (1 seed, 3 epochs: a few minutes on 2 CPU cores)"
+    ),
     full: bool = typer.Option(False, "--full", help="a larger cohort, more epochs and 5 seeds (slow)"),
     dims: int = typer.Option(None, "--dims", help="2 (chest X-ray-like, default) or 3 (brain MRI-like)"),
     seeds: int = typer.Option(None, "--seeds", min=1, help="seeds per method (default 3)"),

@@ -1,8 +1,9 @@
-"""CLI commands of the evaluate stage: ``medcl probe``, ``finetune``, ``attributes`` and ``compare``.
+"""CLI commands of the evaluate stage: ``medcl probe``, ``attributes`` and ``compare``.
 
 What a diagnosis team does after pretraining: measure what the encoder learned (probes,
 fine-tuning), check which clinical attributes carry label information, and compare methods on their
-own cohort (same encoder, budget and seeds). ``medcl export`` is in :mod:`medcl.cli.export_commands`.
+own cohort (same encoder, budget and seeds). ``medcl export`` is in :mod:`medcl.cli.export_commands`;
+``medcl finetune`` and ``predict`` (diagnosis models) in :mod:`medcl.cli.diagnosis_commands`.
 """
 
 from __future__ import annotations
@@ -103,51 +104,6 @@ def probe_command(
     typer.echo(f"results: {folder / (label + '.json')} (+ .csv)")
 
 
-def finetune_command(
-    run_dir: Path = typer.Argument(..., help="run directory of a finished pretraining"),
-    manifest: Path = typer.Option(..., "--manifest", "-m", help="cohort manifest (YAML) with the label"),
-    label: str = typer.Option(..., "--label", "-l", help="label to fine-tune on"),
-    epochs: int = typer.Option(20, "--epochs", min=1, help="maximum epochs"),
-    patience: int = typer.Option(5, "--patience", min=1, help="early-stopping patience (epochs)"),
-    lr: float = typer.Option(1e-4, "--lr", help="encoder learning rate (the head uses 10x)"),
-    batch_size: int = typer.Option(8, "--batch-size", min=1),
-    seed: int = typer.Option(0, "--seed"),
-    accelerator: str = typer.Option("auto", "--accelerator", help="cpu, gpu or auto"),
-) -> None:
-    """Fine-tune the encoder with a linear head end to end; report test metrics.
-
-    Uses the manifest's patient-level train / val / test split, stops early on the validation
-    loss and scores the best checkpoint on the test split. Writes RUN_DIR/finetune/LABEL.json.
-    Refuses (exit 2) when a test subject was in the run's pretraining split (RUN_DIR/split.csv).
-
-    Example: `medcl finetune runs/s3d --manifest data/s3d/manifest.yaml --label diagnosis --epochs 10`
-    """
-    from medcl.evaluate.finetune import finetune_run
-
-    result = finetune_run(
-        run_dir,
-        manifest,
-        label,
-        epochs=epochs,
-        patience=patience,
-        lr=lr,
-        batch_size=batch_size,
-        seed=seed,
-        accelerator=accelerator,
-    )
-    typer.echo(
-        f"fine-tuned on {label!r} ({result['kind']}): {result['n_train']} train / {result['n_val']} val / "
-        f"{result['n_test']} test subjects, {result['epochs_run']} epoch(s), "
-        f"best epoch {result['best_epoch']}"
-    )
-    for name, value in result["test"].items():
-        shown = "n/a" if value is None else f"{value:.3f}"
-        typer.echo(f"  test {name:<18} {shown}")
-    for note in result.get("notes", []):
-        typer.echo(f"note: {note}")
-    typer.echo(f"results: {result['path']}")
-
-
 def attributes_command(
     manifest: Path = typer.Option(..., "--manifest", "-m", help="cohort manifest (YAML)"),
     label: str = typer.Option(..., "--label", "-l", help="label to align the attributes with"),
@@ -233,7 +189,6 @@ def _parse_lam(text: str) -> float:
 def register(app: typer.Typer) -> None:
     """Add this module's commands to ``app``."""
     app.command("probe")(probe_command)
-    app.command("finetune")(finetune_command)
     app.command("attributes")(attributes_command)
 
 

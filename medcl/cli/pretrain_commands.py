@@ -1,4 +1,4 @@
-"""``medcl pretrain`` and ``medcl prior vae``."""
+"""``medcl pretrain``, ``medcl config show`` and ``medcl prior vae``."""
 
 from __future__ import annotations
 
@@ -6,6 +6,10 @@ from pathlib import Path
 
 import typer
 
+config_app = typer.Typer(
+    help="See and check a pretraining config without starting a run.",
+    no_args_is_help=True,
+)
 prior_app = typer.Typer(
     help="Build prior embeddings of a cohort (e.g. a VAE latent) to use as a kernel attribute.",
     no_args_is_help=True,
@@ -18,7 +22,9 @@ def pretrain_command(
         [], "--set", help="override a config key, dotted, value as YAML: --set optimizer.lr=0.01"
     ),
     out: Path | None = typer.Option(
-        None, "--out", "-o", help="new run directory (default runs/<name>; required under torchrun / srun)"
+        None, "--out", "-o",
+        help="new run directory (default runs/CONFIG-METHOD-TIME, from the config file's name; required under "
+        "torchrun / srun)"
     ),
     resume: Path | None = typer.Option(None, "--resume", help="continue the run in this directory"),
 ) -> None:
@@ -79,6 +85,36 @@ def pretrain_command(
                    f"effective rank {health.get('effective_rank')})")
 
 
+@config_app.command("show")
+def config_show_command(
+    config: Path = typer.Option(..., "--config", "-c", help="pretraining config (YAML)"),
+    overrides: list[str] = typer.Option(
+        [], "--set", help="override a config key, dotted, value as YAML: --set optimizer.lr=0.01"
+    ),
+) -> None:
+    """Print the resolved, validated config (every default filled) as YAML, and exit.
+
+    The same parsing and `--set` handling as `medcl pretrain`: a bad key or value exits with code 2
+    naming it. When the config's manifest exists, its attribute and label names are checked too.
+    Every key is explained in docs/config.md.
+
+    Example: `medcl config show --config pipelines/brain_mri_template.yaml --set manifest=cohort/manifest.yaml`
+    """
+    from medcl.data.manifest import load_manifest
+    from medcl.errors import InputProblems
+    from medcl.pretrain.config import load_config
+
+    cfg = load_config(config, overrides)
+    manifest = Path(cfg.manifest)
+    problems = cfg.manifest_problems(load_manifest(manifest)) if manifest.is_file() else []
+    if problems:
+        raise InputProblems(problems, header=f"config {config} does not fit its manifest {manifest}")
+    typer.echo(cfg.to_yaml(), nl=False)
+    if not manifest.is_file():
+        typer.secho(f"note: manifest {manifest} not found; its attribute and label names were not checked",
+                    fg="yellow", err=True)
+
+
 @prior_app.command("vae")
 def prior_vae_command(
     manifest: Path = typer.Option(..., "--manifest", "-m", help="cohort manifest (YAML)"),
@@ -105,6 +141,7 @@ def prior_vae_command(
 
 
 def register(app: typer.Typer) -> None:
-    """Add ``pretrain`` and the ``prior`` group to ``app``."""
+    """Add ``pretrain`` and the ``config`` and ``prior`` groups to ``app``."""
     app.command("pretrain")(pretrain_command)
+    app.add_typer(config_app, name="config")
     app.add_typer(prior_app, name="prior")

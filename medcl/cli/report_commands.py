@@ -31,9 +31,17 @@ def report(
     Plots are embedded as PNG, so the file can be e-mailed or archived on its own. Sections whose
     files are missing are replaced by a short note; subject ids are never shown.
 
+    Given a diagnosis model folder (medcl finetune --out), the page shows its test metrics with
+    their bootstrap intervals, the reliability diagram and the training history instead.
+
     Example: `medcl report runs/kernel_du runs/simclr --out comparison.html`
     """
+    from medcl.report.diagnosis import is_model_dir, render_diagnosis_report
     from medcl.report.html import render_report
+
+    if len(run_dirs) == 1 and is_model_dir(run_dirs[0]):
+        typer.echo(f"report: {render_diagnosis_report(run_dirs[0], out)}")
+        return
 
     path = render_report(run_dirs, out, title=title, projection=projection)  # type: ignore[arg-type]
     typer.echo(f"report: {path}")

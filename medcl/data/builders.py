@@ -3,7 +3,8 @@
 The builders read the input folder and never write into it. They write ``table.csv`` and
 ``manifest.yaml`` into an output folder (each file atomically, the manifest last, so a manifest
 never points at a missing table). Image paths and ``data_root`` are written relative to the
-output folder. The guessed attributes, labels, preprocessing and split are a starting point:
+output folder. The guessed attributes, labels, preprocessing and split (patient-level folds:
+one for validation, one for test, the rest for training) are a starting point:
 edit the YAML, then run ``medcl validate``.
 
 Why this size: the two builders (BIDS, DICOM) share the column guessing, the atomic writer and
@@ -80,7 +81,8 @@ def _numeric(texts: list[str | None]) -> bool:
 def guess_columns(df: pd.DataFrame, skip: set[str]) -> tuple[list[dict], list[dict]]:
     """Guess attribute and label specs from table columns (name and content heuristics).
 
-    Age-like numeric columns become continuous attributes; sex/gender binary; site / scanner /
+    Age-like numeric columns become continuous attributes and also continuous labels (to probe
+    how well an encoder predicts age, ``--label age``); sex/gender binary; site / scanner /
     manufacturer / model categorical; diagnosis-like columns labels. Other numeric columns become
     continuous attributes, other text columns with few values categorical ones. Columns that are
     all missing or constant are left out. Returns (attributes, labels) as manifest dicts.
@@ -103,6 +105,7 @@ def guess_columns(df: pd.DataFrame, skip: set[str]) -> tuple[list[dict], list[di
             attributes.append({"name": col, "type": "binary" if len(distinct) == 2 else "categorical"})
         elif _AGE_NAMES.match(col) and numeric:
             attributes.append({"name": col, "type": "continuous"})
+            labels.append({"name": col, "type": "continuous"})
         elif _SITE_NAMES.match(col) and len(distinct) <= MAX_GUESSED_CATEGORIES:
             attributes.append({"name": col, "type": "categorical"})
         elif numeric and len(distinct) > 2:
@@ -114,7 +117,11 @@ def guess_columns(df: pd.DataFrame, skip: set[str]) -> tuple[list[dict], list[di
 
 def _write(out: Path, table: pd.DataFrame, manifest: dict[str, Any], skipped: list[str]) -> BuildResult:
     n_patients = table["patient_id"].nunique()
-    manifest["split"] = {"method": "group_kfold", "folds": max(2, min(5, n_patients)), "seed": 0}
+    folds = max(2, min(5, n_patients))
+    # validation and test folds by patient: what probes and `medcl finetune` expect (test: none
+    # when there are too few patients for three folds)
+    manifest["split"] = {"method": "group_kfold", "folds": folds, "seed": 0, "val_folds": [0],
+                         "test_folds": [1] if folds >= 3 else []}
     parsed = parse_manifest(manifest, source="generated manifest")  # our own output must be valid
     out.mkdir(parents=True, exist_ok=True)
     with atomic_path(out / TABLE_NAME) as tmp:

@@ -8,8 +8,11 @@ format     files                                                       MONAI rea
 nifti      ``.nii``, ``.nii.gz``                                       ``NibabelReader``
 dicom      a series folder, or a single file (``.dcm`` or ``DICM``)    ``PydicomReader``
 pil        ``.png``, ``.jpg``, ``.jpeg``, ``.bmp`` (2D only)           ``PILReader``
-itk        ``.nrrd``, ``.nhdr``, ``.mha``, ``.mhd``                    ``ITKReader``
+itk        ``.nrrd``, ``.nhdr``, ``.mha``, ``.mhd``                    ``SimpleItkReader``
 =========  ==========================================================  ======================
+
+``SimpleItkReader`` (:mod:`medcl.data._monai_readers`) reads with SimpleITK what MONAI's
+``ITKReader`` would read with the ``itk`` package, which medcl does not need.
 
 Channels of 2D pictures: with ``image.channels: 1`` (the default) colour PNG/JPEG images are
 converted to luminance, grey images keep their bit depth; with ``channels: 3`` everything is
@@ -42,9 +45,9 @@ def load_image_transform(keys: str | Sequence[str] = "image", *, channels: int =
     """
     from monai.transforms import LoadImaged
 
-    from medcl.data._monai_readers import DicomReader, ItkReader, NiftiReader, PlanarReader
+    from medcl.data._monai_readers import DicomReader, NiftiReader, PlanarReader, SimpleItkReader
 
-    readers = (ItkReader(), PlanarReader(channels=channels), NiftiReader(), DicomReader())
+    readers = (SimpleItkReader(), PlanarReader(channels=channels), NiftiReader(), DicomReader())
     kwargs.setdefault("image_only", True)
     return LoadImaged(keys=keys, reader=readers, ensure_channel_first=True, **kwargs)
 

@@ -23,7 +23,7 @@ from medcl.errors import MedclInputError
 if TYPE_CHECKING:
     from monai.transforms import Compose
 
-    from medcl.data.manifest import Manifest
+    from medcl.data.manifest import ImageSpec, Manifest, PreprocessingSpec
 
 __all__ = [
     "BACKENDS",
@@ -31,6 +31,7 @@ __all__ = [
     "AugmentationSpec",
     "augmentation_transforms",
     "default_preset",
+    "preprocessing_chain",
     "preprocessing_fingerprint",
     "preprocessing_transforms",
     "preset_spec",
@@ -53,6 +54,11 @@ def preprocessing_transforms(manifest: Manifest) -> Compose:
     Output ``{"image": float32 torch.Tensor (C, *size)}`` (plain tensor, no metadata), ready to
     cache. Settings come from ``manifest.image`` and ``manifest.preprocessing``.
     """
+    return preprocessing_chain(manifest.image, manifest.preprocessing)
+
+
+def preprocessing_chain(image: ImageSpec, pre: PreprocessingSpec) -> Compose:
+    """:func:`preprocessing_transforms` from the two manifest sections it reads (a saved model keeps them)."""
     import torch
     from monai.transforms import (
         Compose,
@@ -67,10 +73,9 @@ def preprocessing_transforms(manifest: Manifest) -> Compose:
 
     from medcl.data.readers import load_image_transform
 
-    pre = manifest.preprocessing
     key = "image"
-    chain: list = [load_image_transform(key, channels=manifest.image.channels, dtype=np.float32)]
-    if manifest.image.spatial_dims == 3 and pre.orientation:
+    chain: list = [load_image_transform(key, channels=image.channels, dtype=np.float32)]
+    if image.spatial_dims == 3 and pre.orientation:
         chain.append(Orientationd(key, axcodes=pre.orientation, labels=None))
     if pre.spacing is not None:
         chain.append(Spacingd(key, pixdim=pre.spacing, mode="bilinear"))

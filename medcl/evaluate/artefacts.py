@@ -8,8 +8,9 @@ Files (all optional; the report shows what is present):
 - ``probe/<label>.json``: one linear-probe result per label (format in :mod:`medcl.report.collect`).
 - ``embeddings.npz``: ``features`` (n, F) float plus one (n,) array per colour column
   (``diagnosis``, ``age``, ``site``, ...). Written by :func:`write_embeddings`.
-- ``kernel_batch.npy``: the (n, n) prior kernel of one training batch. Written by
-  :func:`write_kernel_batch`.
+- ``kernel_batch.npy``: the (n, n) prior kernel on a batch, for a picture of the kernel. Written by
+  :func:`write_kernel_batch`; ``medcl compare`` evaluates the kernel on a synthetic batch
+  (:func:`medcl.kernels.public.synthetic_batch`), never on subjects' attributes.
 - ``kernel.json``: the fitted prior kernel (``PriorKernel.to_dict()``).
 - ``attributes.json``: attribute diagnostics, a list of ``{"attribute", "cka", "p_value"}``.
 - ``summary.json``: the run's summary; the report reads its ``health`` entry (collapse check,

@@ -1,161 +1,26 @@
-"""Fine-tune a pretrained encoder with a linear head, end to end, with Lightning.
+"""Fine-tune a pretrained (or a randomly initialised) encoder + a linear head into a diagnosis model.
 
-The manifest's patient-level split gives train / val / test; training stops early on the
-validation loss, the weights of the best validation epoch are kept (in memory, no pickled
-checkpoint) and scored once on the test split with the probes' metrics.
-
-Losses: binary cross-entropy (binary), cross-entropy (multiclass), mean squared error on the
-standardised target (continuous; predictions are mapped back to label units for MAE / R²).
-Images get the manifest's deterministic preprocessing only (no augmentation). The run's own
-encoder files are never modified; the fine-tuned weights are not saved (only the metrics).
+The manifest's patient-level split gives train / val / test. Training (:mod:`.finetune_loop`)
+uses the train split (or a nested, stratified part of its patients: ``train_size``), stops early on
+the validation metric; the binary decision threshold is chosen on the validation split only
+(Youden's J); the test split is scored once, with patient-level bootstrap intervals
+(:mod:`.diagnosis_metrics`). The model is saved as a folder (``model.safetensors`` +
+``model.json``, written by :mod:`medcl.models.saved`, + ``metrics.json``), atomically. The run's
+own encoder files are never modified. Nothing written holds a subject id or value.
 """
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import math
-from collections.abc import Iterator
+import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from medcl.errors import MedclInputError
-
-
-def _lightning_module(
-    encoder, head, kind: str, labels, *, lr: float, head_lr_mult: float, weight_decay: float,
-    target_mean: float, target_std: float,
-):
-    """Build the LightningModule (a factory, so importing this file stays light)."""
-    import lightning.pytorch as pl
-    import torch
-    from torch import nn
-
-    class FineTuneModule(pl.LightningModule):
-        """Encoder + linear head; labels looked up by the batch's cohort row index."""
-
-        def __init__(self) -> None:
-            super().__init__()
-            self.encoder = encoder
-            self.head = head
-            self.kind = kind
-            self.register_buffer("labels", torch.as_tensor(labels, dtype=torch.float32), persistent=False)
-            self.target_mean, self.target_std = target_mean, target_std
-            self.best_val = math.inf
-            self.best_epoch = -1
-            self.best_state: dict[str, torch.Tensor] | None = None
-            self.val_history: list[float] = []
-            self._val_losses: list[tuple[float, int]] = []
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return self.head(self.encoder(x))
-
-        def _loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-            out = self(batch["image"])
-            y = self.labels[batch["index"].long()]
-            if self.kind == "binary":
-                return nn.functional.binary_cross_entropy_with_logits(out.squeeze(1), y)
-            if self.kind == "multiclass":
-                return nn.functional.cross_entropy(out, y.long())
-            return nn.functional.mse_loss(out.squeeze(1), (y - self.target_mean) / self.target_std)
-
-        def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-            loss = self._loss(batch)
-            self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=len(batch["index"]))
-            return loss
-
-        def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-            loss = self._loss(batch)
-            self._val_losses.append((float(loss), len(batch["index"])))
-            self.log("val_loss", loss, on_step=False, on_epoch=True, batch_size=len(batch["index"]))
-
-        def on_validation_epoch_end(self) -> None:
-            if self.trainer.sanity_checking or not self._val_losses:
-                self._val_losses.clear()
-                return
-            total = sum(n for _, n in self._val_losses)
-            value = sum(v * n for v, n in self._val_losses) / total
-            self._val_losses.clear()
-            self.val_history.append(value)
-            if value < self.best_val:
-                self.best_val, self.best_epoch = value, self.current_epoch
-                self.best_state = {k: v.detach().cpu().clone() for k, v in self.state_dict().items()}
-
-        def configure_optimizers(self):
-            return torch.optim.AdamW(
-                [
-                    {"params": self.encoder.parameters(), "lr": lr},
-                    {"params": self.head.parameters(), "lr": lr * head_lr_mult},
-                ],
-                weight_decay=weight_decay,
-            )
-
-    return FineTuneModule()
-
-
-@contextlib.contextmanager
-def _quiet_lightning() -> Iterator[None]:
-    """Hide Lightning's start-up banners and known-harmless warnings (errors still show)."""
-    import logging
-    import warnings
-
-    loggers = [logging.getLogger(n) for n in ("lightning.pytorch", "lightning.fabric", "lightning")]
-    levels = [lg.level for lg in loggers]
-    for lg in loggers:
-        lg.setLevel(logging.WARNING)
-    try:
-        with warnings.catch_warnings():
-            for pattern in (".*does not have many workers.*", ".*LeafSpec.*", ".*in eval mode.*",
-                            ".*smaller than the logging interval.*"):
-                warnings.filterwarnings("ignore", message=pattern)
-            yield
-    finally:
-        for lg, level in zip(loggers, levels, strict=True):
-            lg.setLevel(level)
-
-
-def _trainer(pl, epochs: int, patience: int, accelerator: str, run_dir: Path):
-    from lightning.pytorch.callbacks import EarlyStopping
-
-    return pl.Trainer(
-        max_epochs=epochs,
-        accelerator=accelerator,
-        devices=1,
-        callbacks=[EarlyStopping("val_loss", patience=patience, mode="min")],
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        default_root_dir=str(run_dir / "finetune"),
-    )
-
-
-def _predict(model, loader, device) -> tuple[np.ndarray, np.ndarray]:
-    import torch
-
-    outs, rows = [], []
-    model.eval().to(device)
-    with torch.inference_mode():
-        for batch in loader:
-            outs.append(model(batch["image"].to(device)).float().cpu().numpy())
-            rows.append(batch["index"].numpy())
-    return np.concatenate(outs), np.concatenate(rows)
-
-
-def _metrics(kind: str, out: np.ndarray, y: np.ndarray, n_classes: int, mean: float, std: float) -> dict:
-    from scipy.special import expit, softmax
-
-    from medcl.evaluate.metrics import classification_metrics, regression_metrics
-
-    if kind == "continuous":
-        return regression_metrics(y, out[:, 0] * std + mean)
-    if kind == "binary":
-        p = expit(out[:, 0])
-        return classification_metrics(y, np.stack([1 - p, p], axis=1), kind)
-    return classification_metrics(y, softmax(out, axis=1), kind)
+from medcl.evaluate.finetune_loop import FineTuneOptions
 
 
 def check_split_agrees(run_dir: Path, cohort: Any, test_idx: np.ndarray) -> str | None:
@@ -182,63 +47,139 @@ def check_split_agrees(run_dir: Path, cohort: Any, test_idx: np.ndarray) -> str 
     return None
 
 
+def _provenance(run_dir: Path, options: FineTuneOptions) -> dict[str, Any]:
+    """Where the encoder came from: run folder name, method, prior attributes (names only, no values)."""
+    import yaml
+
+    info: dict[str, Any] = {"run": run_dir.resolve().name, "init": options.init, "mode": options.mode}
+    try:
+        config = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        return {**info, "method": "unknown"}
+    info["method"] = config.get("method", "unknown")
+    info["attributes"] = [str(a) for a in config.get("attributes") or []]
+    terms = (config.get("kernel") or {}).get("terms") or []
+    if terms:
+        info["kernel_terms"] = [{"name": t.get("name"), "kind": t.get("kind")} for t in terms]
+    info["pretraining_epochs"] = config.get("epochs")
+    return info
+
+
+def _augmentation(options: FineTuneOptions, spatial_dims: int):
+    """The batched backend of the pretraining preset at the fine-tuning strength (None: off)."""
+    from medcl.data.batch_augment import BatchAugmentation
+    from medcl.data.transforms import PRESETS, preset_spec, resolve_preset
+
+    preset = resolve_preset(options.augmentation, spatial_dims)
+    if preset not in PRESETS:
+        raise MedclInputError(f"--augmentation {options.augmentation!r}: choose auto, none or one of {list(PRESETS)}")
+    if preset == "none" or options.augmentation_strength == 0:
+        return None
+    return BatchAugmentation(preset_spec(preset, spatial_dims, strength=options.augmentation_strength),
+                             seed=options.seed)
+
+
+def _label_block(cohort: Any, label: str, kind: str, n_classes: int) -> tuple[dict[str, Any], list[str]]:
+    spec = cohort.manifest.label(label)
+    classes = cohort.label_classes(label)
+    if kind != "continuous" and not classes:
+        classes = [str(c) for c in range(n_classes)]
+    block = {"name": label, "kind": kind, "classes": classes,
+             "positive": (classes[1] if kind == "binary" else None) if spec.positive is None else spec.positive,
+             "units": None}
+    outputs = [label] if kind == "continuous" else [f"p_{c}" for c in classes]
+    return block, outputs
+
+
+def _epoch_printer(stream):
+    from medcl.pretrain.progress import ProgressLines
+
+    lines: dict[str, ProgressLines] = {}
+
+    def show(done: int, total: int, phase: str, score: float, val_loss: float) -> None:
+        bar = lines.setdefault(phase, ProgressLines(total, stream=stream, unit="epoch"))
+        if done:  # done == 0 starts the phase's clock
+            bar.update(done, f"{phase} phase", total, extra=f"val score {score:.3f}, val loss {val_loss:.4f}")
+
+    return show
+
+
+def _check_out(out: Path) -> None:
+    from medcl.models.saved import MODEL_DOCUMENT
+
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / MODEL_DOCUMENT).is_file())):
+        raise MedclInputError(f"--out {out}: exists and is not a medcl diagnosis model folder; choose another")
+
+
 def finetune_run(
     run_dir: str | Path,
     manifest: str | Path,
     label: str,
     *,
-    epochs: int = 20,
-    patience: int = 5,
-    lr: float = 1e-4,
-    head_lr_mult: float = 10.0,
-    weight_decay: float = 1e-4,
-    batch_size: int = 8,
-    num_workers: int = 0,
-    seed: int = 0,
-    accelerator: str = "auto",
-    cache: str = "memory",
+    out: str | Path | None = None,
     write: bool = True,
+    cache: str = "memory",
+    num_workers: int = 0,
+    progress: bool = False,
+    **settings: Any,
 ) -> dict[str, Any]:
-    """Fine-tune a run's encoder + a linear head on ``label``; return (and write) test metrics.
+    """Fine-tune a run's encoder + a linear head on ``label``; save the model; return its metrics.
 
     Args:
-        run_dir: a finished pretraining run (``encoder.safetensors`` + ``encoder.json``).
+        run_dir: a finished pretraining run (``encoder.safetensors`` + ``encoder.json``); with
+            ``init="scratch"`` only its architecture is used.
         manifest: cohort manifest holding ``label`` and the patient-level split.
         label: manifest label name (binary, multiclass or continuous).
-        epochs, patience: maximum epochs and early-stopping patience on the validation loss.
-        lr, head_lr_mult, weight_decay: AdamW; the head learns ``head_lr_mult`` times faster.
-        batch_size, num_workers, cache: data loading (``cache`` as for ``ImageDataset``).
-        seed: seeds initialisation and shuffling.
-        accelerator: Lightning accelerator (``"cpu"``, ``"gpu"``, ``"auto"``).
-        write: write ``RUN_DIR/finetune/<label>.json``.
+        out: the model folder (default ``RUN_DIR/finetune/LABEL``); replaced only if it holds a model.
+        write: save the model folder (False: only return the metrics).
+        cache, num_workers: data loading (``cache`` as for ``ImageDataset``).
+        progress: print one line per epoch (stderr).
+        settings: :class:`~medcl.evaluate.finetune_loop.FineTuneOptions` fields (mode, init, epochs,
+            linear_epochs, patience, lr, encoder_lr_mult, weight_decay, batch_size, class_balanced,
+            augmentation, augmentation_strength, train_size, seed, device, n_boot);
+            ``accelerator`` is read as ``device``.
 
     Returns:
-        A JSON-ready dict: sizes, epochs run, best epoch, validation history, ``test`` and
-        ``val`` metrics (NaN as None), notes and the written ``path``.
+        The metrics document (as in ``metrics.json``) plus ``path`` (the model folder, or None).
 
     Raises:
-        MedclInputError: no trained encoder, unknown label, an empty train / val / test split,
-            a test subject that was in the run's pretraining split.
+        MedclInputError: no trained encoder, unknown label, an empty train / val / test split, a
+            single class in the training subset, a test subject that was in the run's pretraining
+            split, a bad option, an ``out`` that is not a model folder.
     """
-    import lightning.pytorch as pl
     import torch
     from torch import nn
     from torch.utils.data import DataLoader
 
-    from medcl.atomic import json_safe, write_json
+    from medcl.atomic import atomic_path, json_safe, write_json
     from medcl.data.cohort import Cohort
     from medcl.data.datasets import ImageDataset
+    from medcl.evaluate.diagnosis_metrics import diagnosis_metrics, point_metrics, youden_threshold
+    from medcl.evaluate.finetune_loop import Trainer, predict_outputs
+    from medcl.evaluate.label_subsets import nested_train_subset, parse_train_size
     from medcl.evaluate.probe_run import _run_encoder
+    from medcl.models.heads import DiagnosisModel
+    from medcl.models.saved import MODEL_METRICS, diagnosis_document, save_diagnosis_model
 
+    if "accelerator" in settings:
+        settings["device"] = settings.pop("accelerator")
+    try:
+        options = FineTuneOptions(**settings).check()
+    except TypeError as err:
+        raise MedclInputError(f"finetune: {err}") from None
+    options.train_size = parse_train_size(options.train_size) if isinstance(options.train_size, str) else (
+        options.train_size)
     run_dir = Path(run_dir)
+    out_dir = Path(out) if out is not None else run_dir / "finetune" / label
+    if write:
+        _check_out(out_dir)
     cohort = Cohort.from_manifest(manifest)
-    spec = cohort.manifest.label(label)
+    kind = cohort.manifest.label(label).type
     y_all = cohort.label(label)
-    encoder = _run_encoder(run_dir, random_init=False, seed=seed)
+    encoder = _run_encoder(run_dir, random_init=options.init == "scratch", seed=options.seed)
     if not isinstance(encoder, nn.Module) or not any(p.requires_grad for p in encoder.parameters()):
         raise MedclInputError(f"{run_dir}: the encoder has no trainable parameters to fine-tune")
-    split = cohort.split()
-    labelled = np.isfinite(y_all)
+    split, labelled = cohort.split(), np.isfinite(y_all)
     parts = {s: np.flatnonzero((split == s) & labelled) for s in ("train", "val", "test")}
     empty = [s for s, idx in parts.items() if len(idx) == 0]
     if empty:
@@ -250,72 +191,88 @@ def finetune_run(
     n_missing = int((~labelled).sum())
     if n_missing:
         notes.append(f"{n_missing} subject(s) without a value for {label!r} were left out")
-    kind = spec.type
+    patients = np.asarray(cohort.patient_ids).astype(str)
+    n_train_patients_all = len(np.unique(patients[parts["train"]]))
+    parts["train"] = nested_train_subset(parts["train"], patients, y_all, kind, options.train_size, options.seed)
     if kind == "continuous":
         train_y = y_all[parts["train"]]
-        target_mean, target_std = float(train_y.mean()), float(train_y.std() or 1.0)
-        n_out, n_classes = 1, 0
+        target_mean, target_std, n_classes = float(train_y.mean()), float(train_y.std() or 1.0), 0
     else:
         target_mean, target_std = 0.0, 1.0
         n_classes = len(cohort.label_classes(label) or []) or int(np.nanmax(y_all)) + 1
-        n_out = 1 if kind == "binary" else n_classes
         if len(np.unique(y_all[parts["train"]])) < 2:
-            raise MedclInputError(f"label {label!r} has a single class in the training split")
+            raise MedclInputError(f"label {label!r} has a single class in the training patients")
 
-    pl.seed_everything(seed, workers=True, verbose=False)
-    head = nn.Linear(int(encoder.out_features), n_out)
-    model = _lightning_module(
-        encoder, head, kind, np.nan_to_num(y_all), lr=lr, head_lr_mult=head_lr_mult,
-        weight_decay=weight_decay, target_mean=target_mean, target_std=target_std,
-    )
+    torch.manual_seed(options.seed)
+    model = DiagnosisModel(encoder, kind, n_classes=max(n_classes, 2), target_mean=target_mean,
+                           target_std=target_std)
     datasets = {s: ImageDataset(cohort, idx, cache=cache) for s, idx in parts.items()}
-    generator = torch.Generator().manual_seed(seed)
+    n_train, batch = len(parts["train"]), options.batch_size
     train_loader = DataLoader(
-        datasets["train"], batch_size=batch_size, shuffle=True, num_workers=num_workers, generator=generator,
-        drop_last=len(parts["train"]) > batch_size and len(parts["train"]) % batch_size == 1,
+        datasets["train"], batch_size=batch, shuffle=True, num_workers=num_workers,
+        generator=torch.Generator().manual_seed(options.seed),
+        drop_last=n_train > batch and n_train % batch == 1,  # a batch of one breaks BatchNorm
     )
 
     def loader(s: str) -> DataLoader:
-        return DataLoader(datasets[s], batch_size=batch_size, shuffle=False, num_workers=num_workers)
+        return DataLoader(datasets[s], batch_size=batch, shuffle=False, num_workers=num_workers)
 
-    with _quiet_lightning():
-        trainer = _trainer(pl, epochs, patience, accelerator, run_dir)
-    model.train()  # load_encoder returns eval mode; BatchNorm must train here
-    with _quiet_lightning():
-        trainer.fit(model, train_dataloaders=train_loader, val_dataloaders=loader("val"))
-    if model.best_state is not None:
-        model.load_state_dict(model.best_state)
-    device = torch.device("cuda" if accelerator != "cpu" and torch.cuda.is_available() else "cpu")
-    results: dict[str, Any] = {}
-    for s in ("val", "test"):
-        out, rows = _predict(model, loader(s), device)
-        results[s] = _metrics(kind, out, y_all[rows], n_classes, target_mean, target_std)
-    for name, value in results["test"].items():
-        if not math.isfinite(value):
+    trainer = Trainer(model, kind, y_all, parts["train"], options,
+                      augment=_augmentation(options, cohort.manifest.image.spatial_dims),
+                      progress=_epoch_printer(sys.stderr) if progress else None)
+    trainer.fit(train_loader, loader("val"))
+    outputs = {s: predict_outputs(model, loader(s), trainer.device) for s in ("val", "test")}
+    threshold = None
+    if kind == "binary":
+        val_out, val_rows = outputs["val"]
+        threshold, note = youden_threshold(y_all[val_rows], val_out[:, 1])
+        notes += [note] if note else []
+    test_out, test_rows = outputs["test"]
+    test = diagnosis_metrics(kind, y_all[test_rows], test_out, patients[test_rows], threshold=threshold,
+                             n_boot=options.n_boot, seed=options.seed)
+    for name, entry in test["metrics"].items():
+        if not math.isfinite(entry["value"]):
             notes.append(f"test {name} undefined (e.g. a single class in the test split)")
-    summary = {
-        "label": label,
-        "kind": kind,
-        "classes": cohort.label_classes(label),
-        "n_train": len(parts["train"]),
-        "n_val": len(parts["val"]),
-        "n_test": len(parts["test"]),
-        "n_dropped_missing_label": n_missing,
-        "epochs_run": int(trainer.current_epoch),
-        "best_epoch": None if model.best_epoch < 0 else model.best_epoch + 1,
-        "best_val_loss": model.best_val,
-        "val_loss_history": model.val_history,
-        "test": results["test"],
-        "val": results["val"],
-        "settings": {
-            "epochs": epochs, "patience": patience, "lr": lr, "head_lr_mult": head_lr_mult,
-            "weight_decay": weight_decay, "batch_size": batch_size, "seed": seed,
-        },
-        "notes": notes,
+    val_out, val_rows = outputs["val"]
+    label_block, output_names = _label_block(cohort, label, kind, n_classes)
+    sizes = {
+        "train_scans": len(parts["train"]), "train_patients": len(np.unique(patients[parts["train"]])),
+        "train_patients_available": int(n_train_patients_all), "val_scans": len(parts["val"]),
+        "test_scans": len(parts["test"]), "test_patients": test["n_patients"],
+        "dropped_missing_label": n_missing,
     }
-    summary = json_safe(copy.deepcopy(summary))
-    path = run_dir / "finetune" / f"{label}.json"
+    if kind != "continuous":  # training patients per class (a patient counts with its first scan's class)
+        first = {p: c for p, c in zip(patients[parts["train"]][::-1], y_all[parts["train"]][::-1], strict=True)}
+        counts = np.bincount(np.array(list(first.values()), dtype=int), minlength=n_classes)
+        sizes["train_patients_per_class"] = dict(zip(label_block["classes"], counts.tolist(), strict=True))
+    provenance = _provenance(run_dir, options)
+    diagnosis = {
+        "label": label_block,
+        "outputs": output_names,
+        "threshold": None if threshold is None else {"value": threshold, "rule": "youden_j", "chosen_on": "val"},
+        "target": {"mean": target_mean, "std": target_std} if kind == "continuous" else None,
+        "preprocessing": {
+            "image": cohort.manifest.image.model_dump(mode="json", exclude={"column"}),
+            "preprocessing": cohort.manifest.preprocessing.model_dump(mode="json"),
+        },
+        "provenance": provenance,
+        "settings": options.to_dict(),
+    }
+    result = json_safe(copy.deepcopy({
+        "label": label, "kind": kind, "classes": label_block["classes"], "sizes": sizes,
+        "threshold": diagnosis["threshold"],
+        "epochs_run": len(trainer.history), "best_epoch": trainer.best_epoch, "history": trainer.history,
+        "test": test["metrics"], "reliability": test["reliability"],
+        "val": point_metrics(kind, y_all[val_rows], val_out, threshold),
+        "provenance": provenance, "settings": options.to_dict(), "notes": notes,
+    }))
+    path = None
     if write:
-        write_json(path, summary)
-    summary["path"] = str(path)
-    return summary
+        model.cpu().eval()
+        doc = diagnosis_document(model, dict(encoder.input_spec), json_safe(diagnosis))
+        with atomic_path(out_dir, is_dir=True) as tmp:
+            save_diagnosis_model(model, doc, tmp)
+            write_json(tmp / MODEL_METRICS, result)
+        path = str(out_dir)
+    result["path"] = path
+    return result

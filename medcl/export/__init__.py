@@ -35,12 +35,13 @@ from medcl.export.loader import load_encoder
 from medcl.export.onnx_file import OnnxEncoder
 from medcl.export.registry import FORMAT_MODULES, FORMATS, ExportFormat
 from medcl.export.roundtrip import ExportCheckError, default_export_path, export_module, with_format_suffix
-from medcl.export.run import export_encoder, run_training_info
+from medcl.export.run import export_diagnosis_model, export_encoder, run_training_info
 from medcl.models.saved import ENCODER_FORMAT, FORMAT_VERSION, METADATA_KEY, encoder_document, input_shape
 
 __all__ = [
     "ENCODER_FORMAT", "FORMATS", "FORMAT_MODULES", "FORMAT_VERSION", "METADATA_KEY", "ExportCheckError",
     "ExportFormat", "ExportedEncoder", "OnnxEncoder", "bundle_inference_config", "bundle_metadata",
-    "check_bundle_metadata", "default_export_path", "encoder_document", "export_encoder", "export_module",
+    "check_bundle_metadata", "default_export_path", "encoder_document", "export_diagnosis_model", "export_encoder",
+    "export_module",
     "input_shape", "load_encoder", "run_training_info", "with_format_suffix",
 ]

@@ -12,6 +12,8 @@ from medcl.errors import MedclInputError
 from medcl.export.registry import _TORCHSCRIPT_SUFFIXES, FORMAT_MODULES
 from medcl.export.torch_export import _zip_names
 from medcl.models.saved import (
+    MODEL_WEIGHTS,
+    load_diagnosis_model,
     load_safetensors,
 )
 
@@ -37,7 +39,8 @@ def _sniff(path: Path) -> str:
 def load_encoder(path: str | os.PathLike) -> nn.Module:
     """Load an encoder exported by medcl (any format) for inference or fine-tuning.
 
-    Accepts a MONAI bundle folder, a run directory (its ``encoder.safetensors``), a
+    Accepts a MONAI bundle folder, a run directory (its ``encoder.safetensors``), a diagnosis
+    model folder (``medcl finetune --out``; the model then gives class probabilities), a
     ``.safetensors`` file (with its ``.json`` sidecar or embedded metadata), a ``torch.export``
     ``.pt2``, a TorchScript ``.pt`` / ``.ts`` or an ``.onnx`` file (run by onnxruntime).
 
@@ -60,9 +63,11 @@ def load_encoder(path: str | os.PathLike) -> nn.Module:
             return FORMAT_MODULES["bundle"].load(path)
         if (path / "encoder.safetensors").is_file():
             return load_safetensors(path / "encoder.safetensors", path / "encoder.json")
+        if (path / MODEL_WEIGHTS).is_file():
+            return load_diagnosis_model(path)
         raise MedclInputError(
-            f"{path}: a folder, but neither a MONAI bundle (configs/metadata.json) "
-            "nor a run directory (encoder.safetensors)"
+            f"{path}: a folder, but neither a MONAI bundle (configs/metadata.json), a run directory "
+            f"(encoder.safetensors) nor a diagnosis model ({MODEL_WEIGHTS})"
         )
     suffix = path.suffix.lower()
     if suffix == ".safetensors":

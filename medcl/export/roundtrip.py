@@ -8,6 +8,7 @@ The artefact is written to a temporary sibling folder, loaded back with
 from __future__ import annotations
 
 import contextlib
+import copy
 import os
 import shutil
 import tempfile
@@ -23,6 +24,7 @@ from medcl.errors import MedclInputError
 from medcl.export.loader import load_encoder
 from medcl.export.registry import _SUFFIX, _TORCHSCRIPT_SUFFIXES, FORMAT_MODULES, FORMATS, ExportFormat
 from medcl.models.saved import (
+    check_document,
     encoder_document,
     input_shape,
 )
@@ -61,6 +63,7 @@ def export_module(
     *,
     spec: dict[str, Any] | None = None,
     training: dict[str, Any] | None = None,
+    document: dict[str, Any] | None = None,
     overwrite: bool = False,
     atol: float = 1e-4,
 ) -> Path:
@@ -74,6 +77,8 @@ def export_module(
         out: target path (a folder for ``bundle``; for ``safetensors`` also writes ``.json``).
         spec: architecture spec dict when ``module`` has no ``.spec``.
         training: method / attributes / cohort summary for the metadata (must hold no ids).
+        document: the full medcl document to embed instead of building an encoder's (a diagnosis
+            model's, from :func:`medcl.models.saved.diagnosis_document`); ``spec`` / ``training`` unused then.
         overwrite: replace an existing target.
         atol: tolerance of the round-trip check.
 
@@ -94,10 +99,11 @@ def export_module(
             raise MedclInputError(f"{target} exists; choose another --out or pass --overwrite")
         if target.is_dir() and fmt != "bundle":
             raise MedclInputError(f"{target} is a folder; give a file path for format {fmt}")
-    doc = encoder_document(module, input_spec, spec=spec, training=training)
+    if document is not None:
+        doc = check_document(copy.deepcopy(document), out)
+    else:
+        doc = encoder_document(module, input_spec, spec=spec, training=training)
     if any(p.device.type != "cpu" for p in module.parameters()):
-        import copy
-
         module = copy.deepcopy(module).cpu()  # artifacts are written (and checked) from CPU weights
     x = _probe_input(input_shape(input_spec))
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -166,8 +172,9 @@ def _public_paths(message: str, tmp_dir: Path, target_dir: Path) -> str:
     return message.replace(str(tmp_dir.resolve()), str(target_dir)).replace(str(tmp_dir), str(target_dir))
 
 
-def default_export_path(run_dir: str | os.PathLike, fmt: str) -> Path:
-    """Where ``medcl export`` writes when no ``--out`` is given: ``RUN_DIR/export/encoder[.ext]``."""
+def default_export_path(run_dir: str | os.PathLike, fmt: str, *, stem: str = "encoder") -> Path:
+    """Where ``medcl export`` writes when no ``--out`` is given: ``RUN_DIR/export/encoder[.ext]``
+    (``MODEL_DIR/export/model[.ext]`` for a diagnosis model: ``stem="model"``)."""
     suffix = "" if fmt == "bundle" else _SUFFIX[fmt]
-    name = "encoder_bundle" if fmt == "bundle" else f"encoder{suffix}"
+    name = f"{stem}_bundle" if fmt == "bundle" else f"{stem}{suffix}"
     return Path(run_dir) / "export" / name

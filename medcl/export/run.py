@@ -11,6 +11,7 @@ from medcl.errors import MedclInputError
 from medcl.export.registry import ExportFormat
 from medcl.export.roundtrip import default_export_path, export_module
 from medcl.models.saved import (
+    load_diagnosis_model,
     load_safetensors,
 )
 
@@ -37,7 +38,7 @@ def _run_ids(run) -> set[str]:
 
 
 def run_training_info(run_dir: str | os.PathLike) -> dict[str, Any]:
-    """Method, attributes, kernel terms and training-cohort summary of a run (no ids)."""
+    """Method, attributes, kernel terms and a k-anonymous training-cohort summary of a run (no ids, no values)."""
     from medcl.pretrain.run_dir import RunDir
 
     run = RunDir(run_dir)
@@ -62,9 +63,10 @@ def run_training_info(run_dir: str | os.PathLike) -> dict[str, Any]:
     info["epochs"] = config.epochs
     try:
         from medcl.data.cohort import Cohort
+        from medcl.data.shareable import shareable_summary
 
         cohort = Cohort.from_manifest(config.manifest, check_files=False)
-        info["cohort"] = cohort.summary()
+        info["cohort"] = shareable_summary(cohort)  # rounded, k-anonymous: no subject's value
     except (OSError, MedclInputError):
         info["cohort"] = "unavailable (manifest not readable at export time)"
     return _redact(info, _run_ids(run))
@@ -106,3 +108,25 @@ def export_encoder(
         encoder, doc["input"], fmt, out,
         spec=doc.get("spec"), training=training, overwrite=overwrite, atol=atol,
     )
+
+
+def export_diagnosis_model(
+    model_dir: str | os.PathLike,
+    fmt: ExportFormat,
+    out: str | os.PathLike | None = None,
+    *,
+    overwrite: bool = False,
+    atol: float = 1e-4,
+) -> Path:
+    """Export a saved diagnosis model (``medcl finetune --out``) in format ``fmt``, round-trip checked.
+
+    The artefact maps images to class probabilities (or values) and embeds the model's document
+    (label, classes, threshold, preprocessing, provenance). ``out`` defaults to
+    ``MODEL_DIR/export/model[.ext]``. Raises MedclInputError as :func:`export_encoder`.
+    """
+    model_dir = Path(model_dir)
+    model = load_diagnosis_model(model_dir)
+    if out is None:
+        out = default_export_path(model_dir, fmt, stem="model")
+    return export_module(model, model.metadata["input"], fmt, out, document=model.metadata,
+                         overwrite=overwrite, atol=atol)

@@ -53,9 +53,12 @@ consecutive runs of the sorted values; on vectors, k-means clusters, seed 0, wit
 ``MIN_GROUP`` merged into their nearest neighbour). Each rbf group stands for a Gaussian
 N(mean, spread I), whose mean embedding has a closed form; this approximates the mean over the
 training values closely (max error ~3e-3 on one column or 4-d vectors of 500 subjects). No raw
-training value is kept; with fewer than ``MIN_GROUP`` training values the reference is one group
-of all of them. A missing subject's feature map is the mean embedding of a probability
-distribution, so K stays PSD. See ``docs/privacy.md``.
+training value is kept, and no stored number describes fewer than ``MIN_GROUP`` subjects: delta
+categories held by fewer are pooled into one "other" point (or left out when the pool is small
+too), and an attribute with fewer than ``MIN_GROUP`` training values keeps no reference at all:
+a missing value of it then has the zero feature map (similar to no one; ``k = 0``, itself
+included). A missing subject's feature map is the mean embedding of a probability distribution,
+or zero, so K stays PSD. See ``docs/privacy.md``.
 
 Why this size: about 50 lines are this docstring; :class:`KernelTerm` and :class:`PriorKernel`
 share the de-identified imputation reference (fit, evaluation, serialisation), one contract.
@@ -81,6 +84,8 @@ BANDWIDTH_RULES: tuple[str, ...] = ("per_attribute", "joint")
 #: Most groups in an rbf / cosine imputation reference; each group pools >= MIN_GROUP subjects.
 REFERENCE_GROUPS = 64
 MIN_GROUP = 10
+#: Code of the pooled rare categories in a delta reference (category codes are >= 0).
+OTHER_CATEGORY = -1.0
 _MEDIAN_ROWS = 2000
 _FORMAT_VERSION = 2  # 2: de-identified references (group means; cosine: mean unit vector)
 
@@ -178,14 +183,17 @@ Reference = tuple[np.ndarray, np.ndarray, np.ndarray]  # points (m, w), weights 
 def _reference(kind: str, x: np.ndarray) -> Reference:
     """De-identified training reference for imputation: points, weights summing to 1, spreads.
 
-    ``delta``: the categories seen and their frequencies. ``cosine``: the mean unit vector (the
-    mean feature map itself, so imputation is exact). ``rbf``: the mean and the spread (mean
-    squared distance to the mean, per column) of groups of >= MIN_GROUP subjects (all rows when
-    fewer), weighted by group size. Spreads are 0 except for ``rbf``.
+    ``delta``: the categories held by >= MIN_GROUP subjects and their frequencies (smaller ones
+    pooled, :func:`_category_reference`). ``cosine``: the mean unit vector (the mean feature map
+    itself, so imputation is exact). ``rbf``: the mean and the spread (mean squared distance to the
+    mean, per column) of groups of >= MIN_GROUP subjects, weighted by group size. Spreads are 0
+    except for ``rbf``. With fewer than MIN_GROUP rows the reference is empty (no point): a missing
+    value then has the zero feature map.
     """
+    if len(x) < MIN_GROUP:  # any summary of so few subjects exposes them: suppressed
+        return np.zeros((0, x.shape[1])), np.zeros(0), np.zeros(0)
     if kind == "delta":
-        points, counts = np.unique(x, axis=0, return_counts=True)
-        return points, counts / counts.sum(), np.zeros(len(points))
+        return _category_reference(x)
     if kind == "cosine":
         return _unit_mean(x, np.full(len(x), 1.0 / len(x))), np.ones(1), np.zeros(1)
     groups = _reference_groups(x)
@@ -194,6 +202,23 @@ def _reference(kind: str, x: np.ndarray) -> Reference:
     sizes = np.array([len(g) for g in groups], dtype=np.float64)
     order = np.lexsort(points.T[::-1])
     return points[order], (sizes / sizes.sum())[order], spreads[order]
+
+
+def _category_reference(x: np.ndarray) -> Reference:
+    """Categories of >= MIN_GROUP subjects with their frequencies; rarer ones pooled or left out.
+
+    Rare categories (fewer than MIN_GROUP subjects each) become one ``OTHER_CATEGORY`` point, which
+    matches no real category, when they pool at least MIN_GROUP subjects together; otherwise they
+    are left out and the frequencies are those among the kept categories. No stored count is
+    below MIN_GROUP, so a category held by a few subjects is not visible.
+    """
+    points, counts = np.unique(x, axis=0, return_counts=True)
+    rare = counts < MIN_GROUP
+    points, pooled, counts = points[~rare], counts[rare].sum(), counts[~rare]
+    if pooled >= MIN_GROUP:
+        points = np.vstack([points, np.full((1, x.shape[1]), OTHER_CATEGORY)])
+        counts = np.r_[counts, pooled]
+    return points, counts / counts.sum(), np.zeros(len(points))
 
 
 def _smoothed_rbf(a: torch.Tensor, points: torch.Tensor, spread: torch.Tensor, bandwidth: float) -> torch.Tensor:

@@ -13,7 +13,7 @@ Example::
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -40,7 +40,7 @@ class EncoderSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    arch: Arch = "resnet18"
+    arch: Arch = Field("resnet18", description="MONAI network: resnet10/18/34/50 or densenet121")
     spatial_dims: Literal[2, 3] | None = Field(None, description="2 or 3; default: from the manifest")
     in_channels: int | None = Field(None, ge=1, description="input channels; default: from the manifest")
     widths: list[int] | None = Field(
@@ -51,7 +51,9 @@ class EncoderSpec(BaseModel):
     first_kernel: int = Field(7, ge=1, description="kernel size of the first convolution")
     first_stride: int = Field(2, ge=1, description="stride of the first convolution (MONAI's default is 1)")
     max_pool: bool = Field(True, description="ResNet: max-pool after the first convolution")
-    norm: Literal["batch", "instance", "group"] = "batch"
+    norm: Literal["batch", "instance", "group"] = Field(
+        "batch", description="normalisation layers of the encoder (instance / group: independent of the batch)"
+    )
 
     @model_validator(mode="after")
     def _check(self) -> EncoderSpec:
@@ -87,7 +89,8 @@ class Encoder(nn.Module):
         return self.backbone(x)
 
 
-def _norm(spec: EncoderSpec) -> str | tuple:
+def norm_args(spec: EncoderSpec) -> str | tuple:
+    """MONAI norm argument of ``spec.norm`` (a name, or a (name, options) pair)."""
     if spec.norm == "group":
         return ("group", {"num_groups": 1})  # layer-norm-like, valid for any channel count
     if spec.norm == "instance":
@@ -95,57 +98,76 @@ def _norm(spec: EncoderSpec) -> str | tuple:
     return spec.norm
 
 
+def monai_network(spec: EncoderSpec) -> tuple[str, dict[str, Any]]:
+    """The MONAI network (import path) and its JSON-able arguments that :func:`build_encoder` starts from.
+
+    :func:`network_changes` says what build_encoder then changes. An exported bundle builds the
+    network from these, with MONAI alone (:mod:`medcl.export.bundle`).
+    Raises ``ValueError`` if ``spec.spatial_dims`` or ``spec.in_channels`` is unset.
+    """
+    if spec.spatial_dims is None or spec.in_channels is None:
+        raise ValueError("EncoderSpec needs spatial_dims and in_channels; call spec.resolved(...) first")
+    norm = norm_args(spec)
+    norm = list(norm) if isinstance(norm, tuple) else norm
+    if spec.arch == "densenet121":
+        init_features, growth_rate = spec.widths or [64, 32]
+        return "monai.networks.nets.DenseNet", {
+            "spatial_dims": spec.spatial_dims, "in_channels": spec.in_channels, "out_channels": 1,
+            "init_features": init_features, "growth_rate": growth_rate, "block_config": [6, 12, 24, 16],
+            "norm": norm,
+        }
+    block, layers = _RESNET_LAYERS[spec.arch]
+    return "monai.networks.nets.ResNet", {
+        "block": block, "layers": list(layers), "block_inplanes": list(spec.widths or _DEFAULT_RESNET_WIDTHS),
+        "spatial_dims": spec.spatial_dims, "n_input_channels": spec.in_channels,
+        "conv1_t_size": spec.first_kernel, "conv1_t_stride": spec.first_stride, "no_max_pool": not spec.max_pool,
+        "feed_forward": False, "norm": norm,
+    }
+
+
+def network_changes(spec: EncoderSpec) -> dict[str, bool]:
+    """What :func:`build_encoder` changes on the MONAI network of :func:`monai_network`.
+
+    ``features_only``: DenseNet's classification layer becomes an identity (features out);
+    ``stem``: DenseNet's first convolution is replaced (MONAI fixes kernel 7 / stride 2);
+    ``block_norm``: every BatchNorm becomes ``spec.norm`` (MONAI's ResNet normalises only its stem
+    with ``norm``, its blocks keep BatchNorm).
+    """
+    dense = spec.arch == "densenet121"
+    return {
+        "features_only": dense,
+        "stem": dense and (spec.first_kernel != 7 or spec.first_stride != 2),
+        "block_norm": not dense and spec.norm != "batch",
+    }
+
+
 def build_encoder(spec: EncoderSpec) -> Encoder:
     """Build the encoder described by ``spec`` (random init, no download).
 
     Raises ``ValueError`` if ``spec.spatial_dims`` or ``spec.in_channels`` is unset.
     """
-    from monai.networks.nets import DenseNet, ResNet
+    from importlib import import_module
 
-    if spec.spatial_dims is None or spec.in_channels is None:
-        raise ValueError("EncoderSpec needs spatial_dims and in_channels; call spec.resolved(...) first")
-    if spec.arch == "densenet121":
-        init_features, growth_rate = spec.widths or [64, 32]
-        net = DenseNet(
-            spatial_dims=spec.spatial_dims,
-            in_channels=spec.in_channels,
-            out_channels=1,
-            init_features=init_features,
-            growth_rate=growth_rate,
-            block_config=(6, 12, 24, 16),
-            norm=_norm(spec),
+    path, kwargs = monai_network(spec)
+    module, name = path.rsplit(".", 1)
+    net = getattr(import_module(module), name)(**kwargs)
+    changes = network_changes(spec)
+    if changes["stem"]:
+        from monai.networks.layers.factories import Conv
+
+        conv = Conv[Conv.CONV, spec.spatial_dims]
+        net.features.conv0 = conv(
+            spec.in_channels, kwargs["init_features"], kernel_size=spec.first_kernel,
+            stride=spec.first_stride, padding=spec.first_kernel // 2, bias=False,
         )
-        # MONAI's first conv is fixed at kernel 7 / stride 2; replace it when asked otherwise.
-        if spec.first_kernel != 7 or spec.first_stride != 2:
-            from monai.networks.layers.factories import Conv
-
-            conv = Conv[Conv.CONV, spec.spatial_dims]
-            net.features.conv0 = conv(
-                spec.in_channels, init_features, kernel_size=spec.first_kernel,
-                stride=spec.first_stride, padding=spec.first_kernel // 2, bias=False,
-            )
+    if changes["features_only"]:
         out_features = net.class_layers.out.in_features
         net.class_layers.out = nn.Identity()
         return Encoder(net, spec, out_features)
-
-    block, layers = _RESNET_LAYERS[spec.arch]
-    widths = spec.widths or _DEFAULT_RESNET_WIDTHS
-    net = ResNet(
-        block=block,
-        layers=layers,
-        block_inplanes=list(widths),
-        spatial_dims=spec.spatial_dims,
-        n_input_channels=spec.in_channels,
-        conv1_t_size=spec.first_kernel,
-        conv1_t_stride=spec.first_stride,
-        no_max_pool=not spec.max_pool,
-        feed_forward=False,
-        norm=_norm(spec),
-    )
-    if spec.norm != "batch":
+    if changes["block_norm"]:
         _replace_batch_norm(net, spec)
-    expansion = 4 if block == "bottleneck" else 1
-    return Encoder(net, spec, widths[-1] * expansion)
+    expansion = 4 if kwargs["block"] == "bottleneck" else 1
+    return Encoder(net, spec, kwargs["block_inplanes"][-1] * expansion)
 
 
 def _replace_batch_norm(module: nn.Module, spec: EncoderSpec) -> None:
@@ -155,7 +177,7 @@ def _replace_batch_norm(module: nn.Module, spec: EncoderSpec) -> None:
 
     for name, child in module.named_children():
         if isinstance(child, nn.modules.batchnorm._BatchNorm):
-            setattr(module, name, get_norm_layer(_norm(spec), spec.spatial_dims, child.num_features))
+            setattr(module, name, get_norm_layer(norm_args(spec), spec.spatial_dims, child.num_features))
         else:
             _replace_batch_norm(child, spec)
 

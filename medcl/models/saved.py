@@ -1,8 +1,11 @@
-"""The medcl encoder on disk: safetensors weights plus one JSON document (architecture, input spec).
+"""medcl models on disk: safetensors weights plus one JSON document (architecture, input spec).
 
 A run directory stores its encoder this way (``encoder.safetensors`` + ``encoder.json``) and so do the
 ``safetensors`` and ``bundle`` exports (:mod:`medcl.export`); every other export format embeds the same
-document. This module writes the document and rebuilds a trainable :class:`medcl.models.Encoder` from it.
+document. A diagnosis model (``medcl finetune --out MODEL_DIR``: encoder + linear head) is the same
+document with ``format`` :data:`DIAGNOSIS_FORMAT` and a ``diagnosis`` block (label, classes,
+decision threshold, preprocessing, provenance), saved as ``MODEL_DIR/model.safetensors`` +
+``model.json``. This module writes the documents and rebuilds trainable modules from them.
 """
 
 from __future__ import annotations
@@ -19,6 +22,10 @@ from medcl.errors import MedclInputError
 ENCODER_FORMAT = "medcl-encoder"  # the "format" key of every medcl encoder document
 FORMAT_VERSION = 1
 METADATA_KEY = "medcl.json"  # extra file / metadata entry holding the document
+DIAGNOSIS_FORMAT = "medcl-diagnosis-model"  # the "format" key of a diagnosis model's document
+MODEL_WEIGHTS = "model.safetensors"  # a diagnosis model folder: weights,
+MODEL_DOCUMENT = "model.json"  # ... its document,
+MODEL_METRICS = "metrics.json"  # ... and its test metrics (written by medcl.evaluate.finetune)
 
 
 def medcl_version() -> str:
@@ -69,9 +76,37 @@ def encoder_document(
     }
 
 
+def diagnosis_document(
+    model: nn.Module,
+    input_spec: dict[str, Any],
+    diagnosis: dict[str, Any],
+    *,
+    spec: dict[str, Any] | None = None,
+    training: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The document of a :class:`medcl.models.heads.DiagnosisModel`: the encoder's plus ``diagnosis``.
+
+    ``diagnosis`` must hold ``label`` (``name``, ``kind``, ``classes``, ``positive``), ``outputs``
+    (one name per output column), ``threshold`` (binary; else None) and ``preprocessing``; it must
+    hold no subject id or value.
+    """
+    encoder = getattr(model, "encoder", None)
+    if encoder is None or "label" not in diagnosis or "outputs" not in diagnosis:
+        raise MedclInputError("a diagnosis document needs a DiagnosisModel and a diagnosis block with label/outputs")
+    if spec is None and hasattr(encoder, "spec") and hasattr(encoder.spec, "model_dump"):
+        spec = encoder.spec.model_dump(mode="json")
+    doc = encoder_document(model, input_spec, spec=spec, out_features=model.out_features, training=training)
+    doc["format"] = DIAGNOSIS_FORMAT
+    doc["encoder_features"] = int(encoder.out_features)
+    doc["diagnosis"] = diagnosis
+    return doc
+
+
 def check_document(doc: Any, path: Path) -> dict[str, Any]:
-    if not isinstance(doc, dict) or doc.get("format") != ENCODER_FORMAT:
+    if not isinstance(doc, dict) or doc.get("format") not in (ENCODER_FORMAT, DIAGNOSIS_FORMAT):
         raise MedclInputError(f"{path}: not a medcl encoder (no '{ENCODER_FORMAT}' metadata)")
+    if doc["format"] == DIAGNOSIS_FORMAT and not isinstance(doc.get("diagnosis"), dict):
+        raise MedclInputError(f"{path}: a medcl diagnosis model document without its 'diagnosis' block")
     if "input" not in doc:
         raise MedclInputError(f"{path}: medcl encoder metadata lacks the input spec")
     return doc
@@ -87,15 +122,26 @@ def parse_document(text: str | bytes | None, path: Path) -> dict[str, Any]:
     return check_document(doc, path)
 
 
-def rebuild_encoder(doc: dict[str, Any], weights: dict[str, torch.Tensor], path: Path) -> nn.Module:
+def build_network(doc: dict[str, Any], path: Path | str = "the medcl document") -> nn.Module:
+    """The (untrained) network a document describes: an encoder, or a diagnosis model."""
     from medcl.models.encoders import EncoderSpec, build_encoder
+    from medcl.models.heads import DiagnosisModel
 
     if not doc.get("spec"):
         raise MedclInputError(f"{path}: the metadata has no encoder 'spec' to rebuild the network from")
     try:
         encoder = build_encoder(EncoderSpec.model_validate(doc["spec"]))
-    except Exception as err:  # pydantic ValidationError, ValueError from the builder
-        raise MedclInputError(f"{path}: invalid encoder spec ({err})") from None
+        if doc.get("format") != DIAGNOSIS_FORMAT:
+            return encoder
+        label = doc["diagnosis"]["label"]
+        return DiagnosisModel(encoder, label["kind"], n_classes=len(label.get("classes") or []) or 2)
+    except Exception as err:  # pydantic ValidationError, ValueError / KeyError from the builders
+        raise MedclInputError(f"{path}: invalid model spec ({type(err).__name__}: {err})") from None
+
+
+def rebuild_encoder(doc: dict[str, Any], weights: dict[str, torch.Tensor], path: Path) -> nn.Module:
+    """The trainable network of ``doc`` (encoder or diagnosis model) with ``weights``, in eval mode."""
+    encoder = build_network(doc, path)
     try:
         encoder.load_state_dict(weights, strict=True)
     except RuntimeError as err:
@@ -131,3 +177,32 @@ def load_safetensors(path: Path, sidecar: Path | None = None) -> nn.Module:
 def state_dict_copy(module: nn.Module) -> dict[str, torch.Tensor]:
     # safetensors refuses shared storage: give every tensor its own contiguous copy
     return {k: v.detach().cpu().contiguous().clone() for k, v in module.state_dict().items()}
+
+
+def save_diagnosis_model(model: nn.Module, doc: dict[str, Any], folder: Path) -> None:
+    """Write ``model.safetensors`` + ``model.json`` into ``folder`` (the caller makes it atomic)."""
+    from safetensors.torch import save_file
+
+    check_document(doc, folder)
+    save_file(state_dict_copy(model), str(folder / MODEL_WEIGHTS), metadata={METADATA_KEY: json.dumps(doc)})
+    (folder / MODEL_DOCUMENT).write_text(json.dumps(doc, indent=2) + "\n")
+
+
+def load_diagnosis_model(path: str | Path) -> nn.Module:
+    """Load a diagnosis model saved by ``medcl finetune --out MODEL_DIR`` (the folder or its weights).
+
+    Returns a :class:`medcl.models.heads.DiagnosisModel` in eval mode mapping ``(n, C, *size)``
+    images to class probabilities (binary: ``[1 - p, p]``) or values; ``.metadata`` is the document
+    (``.metadata["diagnosis"]``: label, classes, threshold, preprocessing, provenance) and
+    ``.input_spec`` the encoder's input. Exports of a diagnosis model load with
+    :func:`medcl.load_encoder`. Raises MedclInputError (names the file) for anything else.
+    """
+    path = Path(path)
+    weights = path / MODEL_WEIGHTS if path.is_dir() else path
+    if not weights.is_file():
+        raise MedclInputError(f"{path}: no diagnosis model here ({MODEL_WEIGHTS} missing)")
+    sidecar = weights.with_name(MODEL_DOCUMENT) if weights.name == MODEL_WEIGHTS else None
+    model = load_safetensors(weights, sidecar)
+    if model.metadata.get("format") != DIAGNOSIS_FORMAT:
+        raise MedclInputError(f"{weights}: a medcl encoder, not a diagnosis model (made by medcl finetune --out)")
+    return model

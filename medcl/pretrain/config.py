@@ -16,7 +16,7 @@ Overrides use dotted keys with YAML scalar values (``--set optimizer.lr=0.01``,
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -24,6 +24,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from medcl.errors import InputProblems, MedclInputError
 from medcl.models.encoders import EncoderSpec
 from medcl.yaml_files import read_yaml, validation_problems
+
+if TYPE_CHECKING:
+    from medcl.data.manifest import Manifest
 
 Method = Literal["kernel_du", "du", "simclr", "y_aware", "dcl", "align_uniform", "supervised", "supcon"]
 METHODS: tuple[str, ...] = ("kernel_du", "du", "simclr", "y_aware", "dcl", "align_uniform", "supervised", "supcon")
@@ -143,21 +146,32 @@ class AugmentationOptions(_Strict):
 
 
 class ProjectionOptions(_Strict):
-    hidden: int = Field(512, ge=1)
-    dim: int = Field(128, ge=1)
-    batch_norm: bool = Field(True, description="BatchNorm in the head (per-device statistics under DDP on CPU)")
+    """The projection head (an MLP) between the encoder's features and the unit sphere."""
+
+    hidden: int = Field(512, ge=1, description="width of the head's hidden layer")
+    dim: int = Field(128, ge=1, description="dimension of the projected embedding (on the unit sphere)")
+    batch_norm: bool = Field(
+        True, description="BatchNorm after the hidden layer (synchronised across GPUs under DDP; per-device "
+        "statistics on CPU)"
+    )
 
 
 class OptimizerOptions(_Strict):
-    name: Literal["sgd", "adamw", "lars"] = "adamw"
+    """Optimiser and learning-rate schedule (see medcl.pretrain.optim)."""
+
+    name: Literal["sgd", "adamw", "lars"] = Field("adamw", description="optimiser (lars: for large batches)")
     lr: float = Field(1e-3, gt=0, description="base learning rate (peak after warm-up)")
-    weight_decay: float = Field(1e-4, ge=0)
+    weight_decay: float = Field(1e-4, ge=0, description="weight decay (decoupled for adamw)")
     momentum: float = Field(0.9, ge=0, lt=1, description="sgd / lars")
-    trust_coefficient: float = Field(0.001, gt=0, description="lars trust ratio coefficient")
+    trust_coefficient: float = Field(
+        0.001, gt=0, description="lars: eta in the layer-wise rate lr x eta ||w|| / ||grad w||"
+    )
     warmup_epochs: float = Field(0, ge=0, description="linear warm-up, then cosine decay to 0")
 
 
 class CheckpointOptions(_Strict):
+    """When checkpoints are written into ``<run>/checkpoints`` (``medcl pretrain --resume`` continues)."""
+
     every_n_epochs: int = Field(1, ge=0, description="keep checkpoints/epoch=N.ckpt every N epochs (0: never)")
     every_n_steps: int = Field(0, ge=0, description="also refresh last.ckpt every N steps (0: epoch end only)")
 
@@ -167,7 +181,7 @@ class ProbeOptions(_Strict):
 
     every_n_epochs: int = Field(0, ge=0, description="0 disables the probe")
     label: str | None = Field(None, description="manifest label to probe")
-    kind: Literal["knn", "logistic"] = "knn"
+    kind: Literal["knn", "logistic"] = Field("knn", description="kNN or logistic-regression probe")
     k: int = Field(5, ge=1, description="neighbours for the kNN probe")
 
     @model_validator(mode="after")
@@ -181,7 +195,7 @@ class PretrainConfig(_Strict):
     """Everything a pretraining run needs; unknown keys are errors."""
 
     manifest: str = Field(..., description="cohort manifest (YAML); relative to the config file")
-    method: Method = "kernel_du"
+    method: Method = Field("kernel_du", description="pretraining method (loss); see medcl.losses")
     attributes: list[str] | None = Field(
         None, description="manifest attributes for the prior kernel / y_aware (default: all)"
     )
@@ -193,22 +207,30 @@ class PretrainConfig(_Strict):
     encoder: EncoderSpec = EncoderSpec()
     projection: ProjectionOptions = ProjectionOptions()
     optimizer: OptimizerOptions = OptimizerOptions()
-    epochs: int = Field(100, ge=1)
+    epochs: int = Field(100, ge=1, description="training epochs (passes over the training split)")
     batch_size: int = Field(32, ge=2, description="GLOBAL batch size (split over devices x nodes)")
-    num_workers: int = Field(4, ge=0)
-    cache: Literal["memory", "disk", "none"] = "memory"
+    num_workers: int = Field(4, ge=0, description="data-loader worker processes per device (0: in the main process)")
+    cache: Literal["memory", "disk", "none"] = Field(
+        "memory", description="keep preprocessed images in memory, on disk (cache_dir; holds every training "
+        "scan's pixels) or not at all"
+    )
     cache_dir: str | None = Field(None, description="cache: disk; default: <run dir>/cache")
-    precision: Literal["32", "bf16-mixed", "16-mixed", "64"] = "32"
-    accelerator: str = "auto"
-    devices: int | str = 1
-    num_nodes: int = Field(1, ge=1)
-    strategy: str = "auto"
-    seed: int = 0
-    log_every_n_steps: int = Field(10, ge=1)
+    precision: Literal["32", "bf16-mixed", "16-mixed", "64"] = Field(
+        "32", description="Lightning precision; bf16-mixed on recent GPUs, 32 on CPU (a number is read as text)"
+    )
+    accelerator: str = Field("auto", description="Lightning accelerator: auto, cpu or gpu")
+    devices: int | str | list[int] = Field(
+        1, description="Lightning devices: a count (4), a list of GPU indices ([0, 1]) or auto"
+    )
+    num_nodes: int = Field(1, ge=1, description="machines (nodes) of a multi-node run")
+    strategy: str = Field("auto", description="Lightning strategy; auto becomes ddp with several devices")
+    seed: int = Field(0, description="seed of the weights, views and batches (the split has the manifest's)")
+    log_every_n_steps: int = Field(10, ge=1, description="write training metrics every N steps (at most once per "
+                                   "epoch on small cohorts)")
     checkpoint: CheckpointOptions = CheckpointOptions()
     probe: ProbeOptions = ProbeOptions()
     deterministic: bool = Field(False, description="torch deterministic algorithms (slower)")
-    progress_bar: bool = True
+    progress_bar: bool = Field(True, description="a progress bar (or a line per epoch when not on a terminal)")
     kernel: dict[str, Any] | None = Field(
         None, description="fitted prior kernel (written by medcl into the resolved config)"
     )
@@ -217,6 +239,21 @@ class PretrainConfig(_Strict):
     @classmethod
     def _preset_name(cls, value: Any) -> Any:
         return {"preset": value} if isinstance(value, str) else value
+
+    @field_validator("precision", mode="before")
+    @classmethod
+    def _precision_text(cls, value: Any) -> Any:
+        # YAML reads `precision: 32` (and `--set precision=32`) as a number; Lightning's name is "32"
+        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+    @field_validator("devices", mode="after")
+    @classmethod
+    def _check_devices(cls, value: int | str | list[int]) -> int | str | list[int]:
+        if isinstance(value, list) and (not value or any(i < 0 for i in value) or len(set(value)) < len(value)):
+            raise ValueError(f"a devices list names distinct GPU indices >= 0, got {value}")
+        if isinstance(value, int) and (value == 0 or value < -1):
+            raise ValueError(f"devices must be >= 1 (or -1: all), got {value}")
+        return value
 
     @model_validator(mode="after")
     def _check(self) -> PretrainConfig:
@@ -231,6 +268,25 @@ class PretrainConfig(_Strict):
     @property
     def uses_attributes(self) -> bool:
         return self.method in ("kernel_du", "y_aware")
+
+    @property
+    def multi_device(self) -> bool:
+        """True when Lightning runs several processes (several devices or nodes)."""
+        d = self.devices
+        return self.num_nodes > 1 or (isinstance(d, list) and len(d) > 1) or (
+            isinstance(d, int) and (d > 1 or d == -1))
+
+    def manifest_problems(self, manifest: Manifest) -> list[str]:
+        """Names this config uses that ``manifest`` does not declare (attributes, labels); [] if none."""
+        known_attributes = [a.name for a in manifest.attributes]
+        known_labels = [lab.name for lab in manifest.labels]
+        problems = [f"attributes: {name!r} is not a manifest attribute; known: {known_attributes}"
+                    for name in self.attributes or [] if name not in known_attributes]
+        probed = self.probe.label if self.probe.every_n_epochs else None
+        for key, name in (("label", self.label), ("probe.label", probed)):
+            if name is not None and name not in known_labels:
+                problems.append(f"{key}: {name!r} is not a manifest label; known: {known_labels}")
+        return problems
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)

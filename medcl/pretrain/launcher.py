@@ -4,6 +4,8 @@ torchrun sets ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK`` and ``GROUP_RANK`` (the n
 SLURM's srun sets ``SLURM_PROCID``, ``SLURM_NTASKS``, ``SLURM_NODEID`` and ``SLURM_LOCALID``;
 Lightning's own per-device processes (``devices: 4`` started without a launcher) get
 ``LOCAL_RANK`` / ``NODE_RANK`` / ``WORLD_SIZE``. A plain ``medcl pretrain`` has none of them.
+:func:`check_accelerator` says, before Lightning starts, whether this machine has the devices the
+config asks for.
 """
 
 from __future__ import annotations
@@ -97,3 +99,33 @@ def default_run_dir(stem: str, method: str, env: Mapping[str, str] | None = None
             "(the same path on every node, on a shared file system) so that all processes write one run directory"
         )
     return Path("runs") / f"{stem}-{method}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def check_accelerator(accelerator: str, devices: int | str | list[int]) -> None:
+    """Refuse a device setting this machine cannot run, naming the keys to change.
+
+    A GPU run without (enough) CUDA GPUs, or GPU indices on the CPU: Lightning would stop later
+    with a MisconfigurationException; this says what to set instead. Raises MedclInputError.
+    """
+    import torch
+
+    available = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    accelerator = str(accelerator).lower()
+    if accelerator in ("gpu", "cuda") and available == 0:
+        raise MedclInputError(
+            f"accelerator: {accelerator}, but torch sees no CUDA GPU on this machine "
+            f"(torch {torch.__version__}, torch.cuda.is_available() is False). On a CPU machine set "
+            "accelerator: cpu (or auto) and precision: \"32\" in the config, or add "
+            "--set accelerator=cpu --set precision=32 --set devices=1; on a GPU machine install a CUDA "
+            "build of torch (README, `make install PIP_INDEX=...`)"
+        )
+    on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and available > 0)
+    if isinstance(devices, list) and not on_gpu:
+        raise MedclInputError(f"devices: {devices} lists GPU indices, but this run is on the CPU "
+                              f"(accelerator: {accelerator}); set devices to a count (--set devices=1)")
+    wanted = max(devices) + 1 if isinstance(devices, list) else devices
+    if on_gpu and isinstance(wanted, int) and wanted > available:
+        raise MedclInputError(
+            f"devices: {devices} needs {wanted} GPUs per node, but this machine has {available}; "
+            f"set devices (e.g. --set devices={available})"
+        )

@@ -288,7 +288,7 @@ def build_trainer(config: PretrainConfig, run: RunDir, callbacks: list, steps_pe
     elif config.progress_bar:  # piped or logged output: a plain line per epoch (rate, ETA)
         callbacks = [*callbacks, PlainTextProgress()]
     del LearningRateMonitor  # lr is logged by the module itself
-    multi = config.num_nodes > 1 or (isinstance(config.devices, int) and config.devices > 1)
+    multi = config.multi_device
     strategy = config.strategy
     if strategy == "auto" and multi:
         strategy = "ddp"
@@ -327,9 +327,11 @@ def _run(config: PretrainConfig, run: RunDir, *, resuming: bool) -> RunDir:
         TrainingHealth,
         plot_loss,
     )
+    from medcl.pretrain.launcher import check_accelerator
     from medcl.pretrain.loader import EpochBatchSampler, ResumableLoader
     from medcl.pretrain.module import PretrainModule
 
+    check_accelerator(config.accelerator, config.devices)
     L.seed_everything(config.seed, workers=True, verbose=False)
     prep = prepare(config)
     cfg = prep.config

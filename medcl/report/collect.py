@@ -282,14 +282,20 @@ def _from_rows(rows: list[Any]) -> tuple[dict[str, MetricSummary], list[Efficien
 
 
 def redact_ids(obj: Any) -> Any:
-    """Copy of a config tree with every identifier-like key's value replaced by a placeholder."""
+    """Copy of a config tree with every identifier-like key's value replaced by a placeholder.
+
+    A list, tuple or dict becomes ``"<N identifiers redacted>"``, any other value but None
+    ``"<identifier redacted>"`` (``{"subject_id": "P-0001"}`` as much as ``{"subject_ids": [...]}``).
+    """
     if isinstance(obj, dict):
         out = {}
         for key, value in obj.items():
-            if is_id_name(str(key)) and isinstance(value, list | tuple | dict):
+            if not is_id_name(str(key)) or value is None:
+                out[key] = redact_ids(value)
+            elif isinstance(value, list | tuple | dict):
                 out[key] = f"<{len(value)} identifiers redacted>"
             else:
-                out[key] = redact_ids(value)
+                out[key] = "<identifier redacted>"
         return out
     if isinstance(obj, list):
         return [redact_ids(v) for v in obj]

@@ -339,7 +339,9 @@ def _kernel_section(runs: Sequence[RunArtefacts]) -> str:
     for run in runs:
         out += _run_heading(runs, run)
         if run.kernel_batch is not None:
-            caption = "Prior kernel on the weak attributes of one training batch (1 = same attributes)."
+            caption = ("Prior kernel on a synthetic batch drawn from the fitted kernel's de-identified summary "
+                       "(group means and spreads, category frequencies; no subject's values), sorted by the "
+                       "first attribute (1 = same attributes).")
             out += _figure(plots.kernel_matrix(run.kernel_batch), f"kernel matrix of {run.name}", caption)
         else:
             out += _absent(f"No {KERNEL_BATCH_FILE} in run {run.name}.")

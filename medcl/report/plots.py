@@ -252,3 +252,21 @@ def _finish(fig: Figure, axes: list[Axes], used: int) -> bytes:
         ax.set_visible(False)
     fig.tight_layout()
     return figure_png(fig)
+
+
+def reliability_diagram(bins: Sequence[Mapping[str, Any]], *, title: str = "") -> bytes | None:
+    """Observed rate against mean predicted probability per bin (dot size ~ scans), and the diagonal."""
+    filled = [b for b in bins if b.get("n") and b.get("predicted") is not None and b.get("observed") is not None]
+    if not filled:
+        return None
+    fig, axes = _grid(1, ncols=1, height=3.6, width=3.9)
+    ax = axes[0]
+    ax.plot([0, 1], [0, 1], color="0.6", linestyle="--", linewidth=1, label="perfect calibration")
+    total = sum(b["n"] for b in filled)
+    ax.plot([b["predicted"] for b in filled], [b["observed"] for b in filled], color="0.3", linewidth=1)
+    ax.scatter([b["predicted"] for b in filled], [b["observed"] for b in filled],
+               s=[20 + 300 * b["n"] / total for b in filled], color=_colours(1)[0], zorder=3, label="test bins")
+    ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="mean predicted probability", ylabel="observed frequency",
+           title=title)
+    ax.legend(loc="upper left", fontsize=8)
+    return _finish(fig, axes, 1)

@@ -58,11 +58,14 @@ def test_from_bids(bids, tmp_path, capsys):
     m = yaml.safe_load((out / "manifest.yaml").read_text())
     types = {a["name"]: a["type"] for a in m["attributes"]}
     assert types == {"age": "continuous", "sex": "binary", "site": "categorical"}
-    assert m["labels"] == [{"name": "group", "type": "binary"}]
+    # age is also a label (the quickstart probes `--label age`); a test fold for `medcl finetune`
+    assert m["labels"] == [{"name": "age", "type": "continuous"}, {"name": "group", "type": "binary"}]
+    assert (m["split"]["folds"], m["split"]["val_folds"], m["split"]["test_folds"]) == (5, [0], [1])
     cohort = Cohort.from_manifest(out / "manifest.yaml")
     assert len(set(cohort.patient_ids)) == 6
     split = cohort.split()
     assert split[0] == split[1]  # both sessions of sub-01 on the same side
+    assert {"train", "val", "test"} <= set(split)
     assert validate_manifest(out / "manifest.yaml")["subjects"] == 7
     assert main(["manifest", "from-bids", str(bids), "--out", str(out)]) == 2  # exists: needs --force
     assert "--force" in capsys.readouterr().err
@@ -101,6 +104,8 @@ def test_from_dicom(tmp_path, capsys):
     assert set(table["patient_id"]) == {pseudonymize(p, "s3cret") for p in raw_ids}
     m = yaml.safe_load((out / "manifest.yaml").read_text())
     assert m["image"]["kind"] == "3d" and m["split"]["folds"] == 2
+    assert m["split"]["test_folds"] == []  # two patients: train and validation only
+    assert {"name": "age", "type": "continuous"} in m["labels"]
     summary = validate_manifest(out / "manifest.yaml")
     assert (summary["subjects"], summary["patients"]) == (4, 2)
 

@@ -6,6 +6,7 @@ import nibabel.testing
 import numpy as np
 import pytest
 from cohort_factory import copy_into, pydicom_file, pydicom_series_folder, write_nifti
+from isolation import without_package
 from PIL import Image
 
 from medcl.data.readers import check_image, image_format, load_image, load_image_transform
@@ -116,3 +117,69 @@ def test_check_image_damaged_files(tmp_path):
     assert "empty file" in check_image(tmp_path / "zero.nii", "3d")
     (tmp_path / "x.txt").write_text("hello")
     assert "unsupported image format" in check_image(tmp_path / "x.txt", "3d")
+
+
+def _oblique_images(folder):
+    """A 3D .mha (oblique direction, anisotropic spacing, offset origin), a 2D .nrrd and a 2D
+    3-component .nrrd, with distinct values per voxel."""
+    import SimpleITK as sitk
+
+    vol = sitk.GetImageFromArray(np.arange(5 * 6 * 7, dtype=np.float32).reshape(5, 6, 7))
+    c, s = np.cos(0.3), np.sin(0.3)
+    vol.SetDirection((c, -s, 0.0, s, c, 0.0, 0.0, 0.0, 1.0))
+    vol.SetSpacing((0.7, 1.1, 2.5))
+    vol.SetOrigin((10.0, -4.0, 3.0))
+    plane = sitk.GetImageFromArray(np.arange(6 * 7, dtype=np.int16).reshape(6, 7))
+    plane.SetSpacing((0.5, 0.25))
+    rgb = sitk.GetImageFromArray(np.arange(6 * 7 * 3, dtype=np.uint8).reshape(6, 7, 3), isVector=True)
+    paths = {"vol.mha": vol, "plane.nrrd": plane, "rgb.nrrd": rgb}
+    for name, image in paths.items():
+        sitk.WriteImage(image, str(folder / name))
+    return [folder / name for name in paths]
+
+
+def test_nrrd_and_mha_read_like_monai_itk_reader(tmp_path):
+    pytest.importorskip("itk")
+    from monai.data import ITKReader
+
+    from medcl.data._monai_readers import SimpleItkReader
+
+    vol, plane, rgb = _oblique_images(tmp_path)
+    ours = SimpleItkReader()
+    array, meta = ours.get_data(ours.read(rgb))  # vector pixels: components last, x before y
+    assert array.shape == (7, 6, 3) and array[2, 1].tolist() == [3 * (7 + 2), 3 * (7 + 2) + 1, 3 * (7 + 2) + 2]
+    assert meta["original_channel_dim"] == -1
+    for path in (vol, plane):  # (ITK's Python wrapping has no reader for 2D uint8 vectors)
+        ours, theirs = SimpleItkReader(), ITKReader()
+        array, meta = ours.get_data(ours.read(path))
+        expected, expected_meta = theirs.get_data(theirs.read(str(path)))
+        np.testing.assert_array_equal(array, expected)
+        assert array.dtype == expected.dtype
+        for key in ("affine", "original_affine", "spacing", "spatial_shape"):
+            np.testing.assert_allclose(meta[key], expected_meta[key], atol=1e-12, err_msg=f"{path.name}: {key}")
+        assert str(meta["space"]) == str(expected_meta["space"])
+        assert np.isnan(meta["original_channel_dim"]) == np.isnan(float(expected_meta["original_channel_dim"]))
+
+
+_WITHOUT_ITK = without_package("itk") + """
+from medcl.data.readers import check_image, load_image
+
+folder = sys.argv[1]
+vol, plane, rgb = (load_image(f"{folder}/{name}") for name in ("vol.mha", "plane.nrrd", "rgb.nrrd"))
+assert vol.shape == (1, 7, 6, 5) and plane.shape == (1, 7, 6), (vol.shape, plane.shape)
+assert float(vol[0, 2, 1, 3]) == 3 * 42 + 1 * 7 + 2  # array index [z, y, x] = [3, 1, 2]
+assert check_image(f"{folder}/vol.mha", "3d") is None and "3D image" in check_image(f"{folder}/vol.mha", "2d")
+assert "itk" not in sys.modules, "itk was imported"
+print("read without itk", tuple(rgb.shape))
+"""
+
+
+def test_nrrd_and_mha_are_read_without_the_itk_package(tmp_path):
+    import subprocess
+    import sys
+
+    _oblique_images(tmp_path)
+    out = subprocess.run([sys.executable, "-c", _WITHOUT_ITK, str(tmp_path)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "read without itk (1, 7, 6)" not in out.stdout  # rgb: 3 channels first
+    assert "read without itk (3, 7, 6)" in out.stdout

@@ -488,3 +488,19 @@ def test_both_label_arms_are_listed_and_known_to_the_config(tiny_cohort: Path,
     assert sorted({p.arm.method for p in planned}) == ["du", "supcon", "supervised"]
     with pytest.raises(MedclInputError, match="needs a label: write supcon:LABEL"):
         plan(base, parse_arms("du,supcon"), CompareSettings(labels=["diagnosis"]))
+
+
+def test_the_trust_line_reports_the_seed_spread_of_the_arms_per_label() -> None:
+    from medcl.evaluate.compare.results import trust_line
+
+    def entry(arm: str, label: str, metric: str, values: list[float]) -> dict:
+        return {"arm": arm, "label": label, "metric": metric, "seeds": len(values),
+                "sd": float(np.std(values, ddof=1)) if len(values) > 1 else None}
+
+    entries = [entry("du", "diagnosis", "roc_auc", [0.6, 0.9, 0.75]),   # sd 0.150
+               entry("kdu", "diagnosis", "roc_auc", [0.80, 0.82, 0.84]),  # sd 0.020
+               entry("du", "age", "mae", [10.0, 11.0])]                  # sd 0.707
+    line = trust_line(entries)
+    assert "diagnosis roc_auc sd 0.020–0.150" in line
+    assert "age mae sd 0.707–0.707" in line
+    assert trust_line([entry("du", "diagnosis", "roc_auc", [0.7])]) == ""  # one seed: no spread to report

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 from downstream_helpers import make_run_dir, tiny_encoder
+from isolation import without_package
 
 from medcl.cli import main
 from medcl.errors import MedclInputError
@@ -97,8 +98,8 @@ def test_bundle_passes_monais_own_offline_checks(tmp_path):
     # MONAI's bundle loading finds the weights at its standard place (the folder exists: no download)
     state = mb.load(name="bundle", bundle_dir=str(tmp_path), source="github", model_file="models/model.pt",
                     workflow_type="infer", device="cpu")
-    assert set(state) == set(encoder.state_dict())
-    assert all(torch.equal(state[k], v) for k, v in encoder.state_dict().items())
+    assert set(state) == set(encoder.backbone.state_dict())  # the MONAI network's own keys
+    assert all(torch.equal(state[k], v) for k, v in encoder.backbone.state_dict().items())
     # the check can fail: a metadata that promises 9 output channels is refused by MONAI
     meta = json.loads(meta_file.read_text())
     meta["network_data_format"]["outputs"]["pred"]["num_channels"] = 9
@@ -106,6 +107,88 @@ def test_bundle_passes_monais_own_offline_checks(tmp_path):
     with pytest.raises(ValueError, match="output channel"):
         mb.verify_net_in_out(net_id="network_def", meta_file=str(meta_file), config_file=str(config_file),
                              device="cpu")
+
+
+_MONAI_ONLY = without_package("medcl") + """
+import torch
+from monai.bundle import ConfigParser
+
+inputs = torch.load(sys.argv[1], weights_only=True)
+outputs = {}
+for name, item in inputs.items():
+    parser = ConfigParser()
+    parser.read_config(item["bundle"] + "/configs/inference.json")
+    parser["bundle_root"] = item["bundle"]
+    network = parser.get_parsed_content("network").eval()
+    parser.get_parsed_content("load_weights")
+    with torch.no_grad():
+        outputs[name] = network(item["x"])
+        if "image" in item:
+            image = parser.get_parsed_content("preprocessing")({"image": item["image"]})["image"]
+            outputs[name + "/image"] = network(torch.as_tensor(image)[None])
+assert not [m for m in sys.modules if m == "medcl" or m.startswith("medcl.")]
+torch.save(outputs, sys.argv[2])
+"""
+
+
+def test_bundle_runs_with_monai_alone_and_reproduces_the_encoder(tmp_path):
+    """In a process where medcl cannot be imported, monai.bundle builds the network, loads the weights
+    and preprocesses a scan; features equal medcl's encoder on medcl's preprocessing."""
+    from medcl.data.manifest import parse_manifest
+    from medcl.data.transforms import preprocessing_transforms
+    from medcl.models.encoders import EncoderSpec, build_encoder
+    from medcl.pretrain.loop import input_spec
+
+    scan = _nifti(tmp_path / "scan.nii.gz")
+    preprocessing = {k: INPUT_3D[k] for k in ("size", "spacing", "orientation", "intensity")}
+    manifest = parse_manifest({"table": "t.csv", "image": {"kind": "3d"}, "preprocessing": preprocessing}, source="t")
+    variants = {  # ResNet as MONAI builds it; block norms swapped; DenseNet with its own stem, features out
+        "resnet10": (EncoderSpec(arch="resnet10", widths=[4, 8, 8, 8], spatial_dims=3, in_channels=1), [1, 16, 16, 16]),
+        "resnet18-group": (EncoderSpec(arch="resnet18", widths=[4, 4, 8, 8], norm="group", spatial_dims=3,
+                                       in_channels=1), [1, 16, 16, 16]),
+        "densenet-2d": (EncoderSpec(arch="densenet121", widths=[4, 4], first_stride=1, first_kernel=3,
+                                    spatial_dims=2, in_channels=2), [2, 32, 32]),
+    }
+    inputs, expected = {}, {}
+    for name, (spec, shape) in variants.items():
+        torch.manual_seed(0)
+        encoder = build_encoder(spec).eval()
+        spec_in = input_spec(manifest) if name == "resnet10" else {"channels": shape[0], "size": shape[1:]}
+        bundle = export_module(encoder, spec_in, "bundle", tmp_path / name)
+        x = torch.randn(2, *shape)
+        inputs[name] = {"bundle": str(bundle), "x": x}
+        with torch.no_grad():
+            expected[name] = encoder(x)
+            if name == "resnet10":
+                inputs[name]["image"] = str(scan)
+                image = preprocessing_transforms(manifest)({"image": str(scan)})["image"]
+                expected[name + "/image"] = encoder(torch.as_tensor(image)[None])
+    torch.save(inputs, tmp_path / "inputs.pt")
+    run = subprocess.run([sys.executable, "-c", _MONAI_ONLY, str(tmp_path / "inputs.pt"), str(tmp_path / "out.pt")],
+                         capture_output=True, text=True, cwd=tmp_path, env={"PATH": "/usr/bin:/bin"})
+    assert run.returncode == 0, run.stderr[-3000:]
+    got = torch.load(tmp_path / "out.pt", weights_only=True)
+    assert set(got) == set(expected)
+    for name, features in expected.items():
+        torch.testing.assert_close(got[name], features, atol=1e-5, rtol=0, msg=name)
+    bundle_config = json.loads((tmp_path / "resnet10" / "configs" / "inference.json").read_text())
+    assert "medcl" not in json.dumps(bundle_config)
+    assert bundle_config["network_def"]["_target_"] == "monai.networks.nets.ResNet"
+
+
+def test_bundles_with_the_encoders_own_keys_still_load(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    encoder = tiny_encoder()
+    bundle = export_module(encoder, INPUT_3D, "bundle", tmp_path / "bundle")
+    weights_file = bundle / "models" / "model.safetensors"
+    weights = load_file(str(weights_file))
+    assert not any(k.startswith("backbone.") for k in weights)
+    metadata = {"medcl.json": json.dumps(json.loads((bundle / "configs" / "metadata.json").read_text())["medcl"])}
+    save_file({"backbone." + k: v for k, v in weights.items()}, str(weights_file), metadata=metadata)  # old layout
+    x = torch.randn(2, 1, 16, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(load_encoder(bundle)(x), encoder(x))
 
 
 def test_bundle_metadata_check_reports_missing_keys():
@@ -280,7 +363,7 @@ def test_cli_bundle_export_holds_no_ids(run_dir, synthetic_3d_manifest, tmp_path
     training = meta["medcl"]["training"]
     assert training["method"] == "kernel_du"
     assert training["attributes"] == ["age", "sex"]
-    assert training["cohort"]["subjects"] == 24
+    assert training["cohort"]["subjects"] == 20  # 24 subjects, rounded to 10 (docs/privacy.md)
     assert training["kernel"]["terms"][0]["bandwidth"] == 12.5
     assert "61.25" not in (out / "configs" / "metadata.json").read_text()  # no kernel reference points
     cohort = Cohort.from_manifest(synthetic_3d_manifest)

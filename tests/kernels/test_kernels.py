@@ -15,6 +15,7 @@ from scipy.stats import chi2, norm
 
 from medcl.errors import MedclInputError
 from medcl.kernels import MIN_GROUP, REFERENCE_GROUPS, KernelTerm, PriorKernel
+from medcl.kernels.prior import OTHER_CATEGORY
 
 NAN = float("nan")
 
@@ -104,7 +105,7 @@ def test_joint_bandwidth_rule_puts_a_typical_pair_of_a_product_at_exp_minus_half
 
 
 def test_missing_delta_uses_training_frequencies():
-    kernel = PriorKernel([KernelTerm("sex", "delta", 0, 1)]).fit(np.array([[0.0], [0.0], [1.0], [1.0], [1.0]]))
+    kernel = PriorKernel([KernelTerm("sex", "delta", 0, 1)]).fit(np.repeat([[0.0], [1.0]], [20, 30], axis=0))
     k = kernel(np.array([[0.0], [NAN], [1.0], [NAN]]))
     # p(0) = 0.4, p(1) = 0.6; missing-missing = 0.4^2 + 0.6^2 = 0.52
     expected = torch.tensor(
@@ -134,13 +135,31 @@ def test_missing_rbf_uses_the_mean_embedding_of_the_group_gaussians():
     assert k[0, 1].item() == pytest.approx(exact, abs=3e-3)
 
 
-def test_fewer_training_values_than_a_group_keep_only_their_mean_and_spread():
-    kernel = PriorKernel([KernelTerm("age", "rbf", 0, 1, bandwidth=1.0)]).fit(np.array([[0.0], [2.0]]))
-    ref = kernel.to_dict()["fitted"]["references"]["age"]
-    assert ref == {"points": [[1.0]], "weights": [1.0], "spreads": [1.0]}
-    k = kernel(np.array([[0.0], [NAN]]))
-    assert k[0, 1].item() == pytest.approx(math.sqrt(0.5) * math.exp(-0.25))
-    assert k[1, 1].item() == pytest.approx(math.sqrt(1 / 3))
+def test_rare_categories_are_pooled_or_left_out_of_the_delta_reference():
+    # 20 x code 0, 30 x code 1, 4 x code 2, 7 x code 5: codes 2 and 5 pool 11 subjects into "other"
+    train = np.repeat([[0.0], [1.0], [2.0], [5.0]], [20, 30, 4, 7], axis=0)
+    ref = PriorKernel([KernelTerm("site", "delta", 0, 1)]).fit(train).to_dict()["fitted"]["references"]["site"]
+    assert ref["points"] == [[0.0], [1.0], [OTHER_CATEGORY]]
+    np.testing.assert_allclose(ref["weights"], [20 / 61, 30 / 61, 11 / 61])
+    kernel = PriorKernel([KernelTerm("site", "delta", 0, 1)]).fit(train[:-2])  # rare pool of 9: left out
+    ref = kernel.to_dict()["fitted"]["references"]["site"]
+    assert ref["points"] == [[0.0], [1.0]] and ref["weights"] == [0.4, 0.6]
+    k = kernel(np.array([[2.0], [NAN], [1.0]]))
+    # a rare category is similar to no stored one; missing-missing = 0.4^2 + 0.6^2
+    torch.testing.assert_close(k[1], torch.tensor([0.0, 0.52, 0.6], dtype=torch.float64))
+
+
+@pytest.mark.parametrize(("kind", "width"), [("rbf", 1), ("rbf", 2), ("delta", 1), ("cosine", 2)])
+def test_fewer_training_values_than_a_group_keep_no_reference(kind, width):
+    # two training values: their mean and spread would give both exactly, so nothing is stored
+    train = np.array([[0.0] * width, [2.0] * width])
+    kernel = PriorKernel([KernelTerm("a", kind, 0, width)]).fit(train)
+    assert kernel.to_dict()["fitted"]["references"]["a"] == {"points": [], "weights": [], "spreads": []}
+    k = kernel(np.array([[2.0] * width, [NAN] * width, [NAN] * width]))
+    # a missing value has the zero feature map: similar to no one, itself included (K stays PSD)
+    torch.testing.assert_close(k, torch.tensor([[1.0, 0, 0], [0, 0, 0], [0, 0, 0]], dtype=torch.float64))
+    restored = PriorKernel.from_dict(json.loads(json.dumps(kernel.to_dict())))
+    assert torch.equal(restored(np.array([[2.0] * width, [NAN] * width])), k[:2, :2])
 
 
 def _exact_imputation(kind, train, query, bandwidth):
@@ -314,3 +333,25 @@ def test_errors_name_the_culprit(call, culprit):
     with pytest.raises(MedclInputError) as excinfo:
         call()
     assert culprit in str(excinfo.value)
+
+
+def test_synthetic_batch_draws_from_the_de_identified_reference():
+    from medcl.kernels.public import synthetic_batch
+
+    ages = np.arange(20.0)  # 2 groups: means 4.5 and 14.5, spread 8.25 each
+    sites = np.repeat([0.0, 1.0, 2.0], [4, 6, 10])  # codes 0 and 1: 10 subjects pooled into "other"
+    kernel = PriorKernel([KernelTerm("age", "rbf", 0, 1, bandwidth=4.0), KernelTerm("site", "delta", 1, 2),
+                          KernelTerm("few", "rbf", 2, 3)]).fit(np.c_[ages, sites, np.r_[[3.0, 4.0], [NAN] * 18]])
+    values, missing = synthetic_batch(kernel.to_dict(), n=4000, seed=0)
+    assert values.shape == (4000, 3) and not missing.any()
+    assert np.all(np.diff(values[:, 0]) >= 0)  # sorted by the first attribute
+    assert values[:, 0].mean() == pytest.approx(9.5, abs=0.3)  # mixture mean and variance 8.25 + 25
+    assert values[:, 0].var() == pytest.approx(33.25, rel=0.05)
+    site = values[:, 1]
+    assert np.mean(site == 2.0) == pytest.approx(0.5, abs=0.03) and set(site[site >= 0]) == {2.0}
+    other = site[site < 0]  # each pooled draw has a code of its own: similar to no other subject
+    assert len(other) == len(set(other)) and len(other) / 4000 == pytest.approx(0.5, abs=0.03)
+    # "few" keeps no reference (2 training values): draws scaled by its bandwidth, not its values
+    assert values[:, 2].std() == pytest.approx(kernel.bandwidths["few"], rel=0.05)
+    k = kernel(values[:200], missing[:200])
+    assert torch.linalg.eigvalsh(k).min().item() >= -1e-8

@@ -1,20 +1,28 @@
-"""Behaviour, not just plumbing: a good prior reaches the encoder and every kernel method learns.
+"""Behaviour, not just plumbing: kernel methods learn, and what holds on any machine.
 
-On a small synthetic 2D cohort (diagnosis = a lesion + accelerated ageing), pretrained on the
-training split and probed on the held-out subjects:
+Training at a small budget is chaotic: on the demo cohort a run finds the lesion or misses it, and
+which seeds miss depends on the CPU's float path (another SIMD kernel set changes the first
+step's rounding). Measured at the demo's recipe (:func:`medcl.demo.base_config`: 400-subject 2D
+cohort, 240 pretrained, 24 epochs at lr 6e-3, batched augmentation at strength 0.5, default
+prior), held-out diagnosis AUC (docs/reproducibility.md; ``python bench/prior_test_margin.py``):
 
-- kernel DU with the oracle prior (a pure delta kernel on the diagnosis, ``instance_weight = 0``,
-  no rescaling: the margin was measured so)
-  beats plain DU on held-out diagnosis AUC by a clear margin: the prior, and only the prior, tells
-  the encoder the label, so a broken kernel, solve or gather shows as no gain. The margin sits well
-  below the smallest gap measured over seeds (see ``ORACLE_MARGIN``). The default instance term
-  (w = 0.01) is not used here: at this tiny size its oracle gain is within the seed noise (seed 0:
-  −0.02), while at the documented budgets it is +9.5 (2D) and larger in 3D (docs/kernel_spectrum.md);
-- the training loss of every kernel method with the default prior (oracle, informative scores,
-  pure noise) falls.
+- kernel DU, oracle prior (delta kernel on the diagnosis), seeds 0-2: native AVX512
+  .949/.940/.978, ``ATEN_CPU_CAPABILITY=avx2`` the same, ``=default`` .954/.932/.946, one thread
+  .925/.901/.882; over seeds 0-9 native .633-.978 (seed 7 misses the lesion in every arm);
+- plain DU, seeds 0-9 native .589-.928 (mean .854), seeds 0-5 default .832-.935;
+- random init (no training, so no chaos): seeds 0-2 .644/.732/.656.
 
-These would have caught the low-rank-kernel failure (kernel DU with a scalar attribute learning
-less than DU; ``docs/kernel_spectrum.md``).
+So no single-seed comparison of two trained arms holds on every machine (at the previous recipe
+the oracle-minus-DU gap ran from -.11 to +.33 per seed, and its mean over seeds 0-2 was +.145
+native but +.012 with generic kernels: that test failed on one CPU and passed on another). The
+comparison lives in ``medcl compare`` over 10 seeds (docs/reproducibility.md). What holds on every
+float path, and is asserted here:
+
+- the oracle prior's encoder beats the random-init encoder on held-out subjects, on the mean over
+  seeds 0-2, by more than ``OVER_RANDOM_INIT`` (measured +.28 native, +.27 default, +.23 one
+  thread; one missed run among the three would still leave about +.17);
+- the training loss of the oracle runs, and of every kernel method with the default prior
+  (oracle, informative scores, pure noise), falls.
 """
 
 from __future__ import annotations
@@ -26,66 +34,70 @@ import pytest
 
 from medcl.data.check_attributes import NOISE_ATTRIBUTE, oracle_attribute, with_check_attributes
 
-# Oracle AUC − DU AUC measured with these settings (bench/prior_test_margin.py):
-# seeds 0-3: +0.101, +0.078, +0.182, +0.151 (the test uses seed 0).
-ORACLE_MARGIN = 0.04
-EPOCHS = 8
-AUGMENTATION_BACKEND = "monai"  # the backend the margin was measured with (the views differ between backends)
-BATCH = 16
-SUBJECTS, SIZE = 200, 32
+# Mean over SEEDS of oracle AUC - random-init AUC: +.28 native, +.27 ATEN_CPU_CAPABILITY=default,
+# +.23 one thread (at the previous recipe, lr 3e-3: +.24 native, +.12 default).
+OVER_RANDOM_INIT = 0.10
+SEEDS = (0, 1, 2)
 
 
 @pytest.fixture(scope="module")
 def check_manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from medcl.data.synthetic import generate_cohort
+    from medcl.demo import DemoSettings
 
+    s = DemoSettings()
     root = tmp_path_factory.mktemp("prior_learning")
-    manifest = generate_cohort(root / "cohort", dims=2, subjects=SUBJECTS, size=SIZE, seed=0, image_format="png")
+    manifest = generate_cohort(root / "cohort", dims=2, subjects=s.subjects, size=s.size, seed=0, image_format="png")
     return with_check_attributes(manifest, "diagnosis", root / "checked")
 
 
 def train_and_probe(manifest: Path, out: Path, method: str, attributes: list[str], seed: int,
-                    epochs: int = EPOCHS, batch_size: int = BATCH,
-                    prior: dict | None = None) -> tuple[float, np.ndarray]:
-    """Pretrain on the training split; return (held-out diagnosis AUC, per-epoch training loss)."""
+                    epochs: int | None = None, **overrides: object) -> tuple[float, np.ndarray]:
+    """Pretrain with the demo's recipe on the training split; return (held-out diagnosis AUC,
+    per-epoch training loss). ``method="random_init"`` probes an untrained encoder."""
     from medcl.data.cohort import Cohort
     from medcl.data.datasets import ImageDataset
+    from medcl.demo import DemoSettings, base_config
     from medcl.evaluate.features import encode_dataset
     from medcl.evaluate.probe import probe_features
+    from medcl.models.encoders import build_encoder
     from medcl.pretrain.config import parse_config
     from medcl.pretrain.loop import pretrain
 
-    config = parse_config({
-        "manifest": str(manifest), "method": method, "attributes": attributes, "seed": seed,
-        "encoder": {"arch": "resnet18", "widths": [8, 16, 32, 64], "first_stride": 1},
-        "projection": {"hidden": 128, "dim": 64},
-        "optimizer": {"name": "adamw", "lr": 3e-3, "warmup_epochs": 1},
-        "epochs": epochs, "batch_size": batch_size, "num_workers": 0, "log_every_n_steps": 1,
-        "checkpoint": {"every_n_epochs": 0}, "progress_bar": False,
-        "augmentation": {"backend": AUGMENTATION_BACKEND},
-        **({"prior": prior} if prior is not None else {}),
-    })
-    run = pretrain(config, out)
+    s = DemoSettings()
+    values = base_config(manifest, s).model_dump(mode="json")
+    values.update(method="du" if method == "random_init" else method, attributes=attributes, seed=seed,
+                  epochs=epochs or s.epochs, **overrides)
+    config = parse_config(values)
     cohort = Cohort.from_manifest(manifest)
+    if method == "random_init":
+        import torch
+
+        torch.manual_seed(seed)  # as compare's random_init arm
+        spec = config.encoder.resolved(cohort.manifest.image.spatial_dims, cohort.manifest.image.channels)
+        encoder, loss = build_encoder(spec).eval(), np.array([])
+    else:
+        run = pretrain(config, out)
+        encoder, loss = run.load_encoder(), run.metrics()["train/loss_epoch"].dropna().to_numpy()
     held_out = np.flatnonzero(np.asarray(cohort.split()) != "train")
-    features = encode_dataset(run.load_encoder(), ImageDataset(cohort, held_out, cache="memory"),
-                              batch_size=64, progress=False)
+    features = encode_dataset(encoder, ImageDataset(cohort, held_out, cache="memory"), batch_size=64, progress=False)
     groups = np.asarray(cohort.patient_ids, dtype=object)[held_out]
     labels = cohort.label("diagnosis")[held_out]
-    auc = np.mean([probe_features(features, labels, groups, "binary", n_folds=4, seed=r).metric("roc_auc").mean
-                   for r in range(3)])  # repeated CV: the fold draw is a large share of the noise
-    loss = run.metrics()["train/loss_epoch"].dropna().to_numpy()
+    auc = np.mean([probe_features(features, labels, groups, "binary", n_folds=s.probe_folds, seed=r)
+                   .metric("roc_auc").mean for r in range(s.probe_repeats)])  # as the demo probes
     return float(auc), loss
 
 
 @pytest.mark.slow
-def test_oracle_prior_beats_du_on_held_out_subjects(check_manifest: Path, tmp_path: Path) -> None:
-    seed = 0
-    du_auc, _ = train_and_probe(check_manifest, tmp_path / "du", "du", [], seed)
-    oracle_auc, _ = train_and_probe(check_manifest, tmp_path / "oracle", "kernel_du",
-                                    [oracle_attribute("diagnosis")], seed,
-                                    prior={"instance_weight": 0.0, "rescale_centroids": False})
-    assert oracle_auc >= du_auc + ORACLE_MARGIN, (oracle_auc, du_auc)
+def test_oracle_prior_beats_random_init_on_held_out_subjects(check_manifest: Path, tmp_path: Path) -> None:
+    oracle, random = [], []
+    for seed in SEEDS:
+        random.append(train_and_probe(check_manifest, tmp_path / f"random{seed}", "random_init", [], seed)[0])
+        auc, loss = train_and_probe(check_manifest, tmp_path / f"oracle{seed}", "kernel_du",
+                                    [oracle_attribute("diagnosis")], seed)
+        oracle.append(auc)
+        assert loss[-1] < loss[0] - 0.05, (seed, loss)
+    assert np.mean(oracle) >= np.mean(random) + OVER_RANDOM_INIT, (oracle, random)
 
 
 @pytest.mark.slow

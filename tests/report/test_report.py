@@ -197,6 +197,18 @@ def test_report_never_shows_subject_ids(rendered: tuple[Path, str]) -> None:
     assert "<3 identifiers redacted>" in "".join(parse(text).text)
 
 
+def test_redact_ids_replaces_scalar_and_container_ids_and_keeps_the_rest() -> None:
+    from medcl.report.collect import redact_ids
+
+    config = {"subject_id": "PATIENTXQZ0001", "patient_ids": ["A", "B"], "id": 7, "mrn": None,
+              "n_subjects": 40, "data": {"Patient ID": "MRN-1", "age": 41.5, "runs": [{"case_id": "C9"}]}}
+    assert redact_ids(config) == {
+        "subject_id": "<identifier redacted>", "patient_ids": "<2 identifiers redacted>",
+        "id": "<identifier redacted>", "mrn": None, "n_subjects": 40,
+        "data": {"Patient ID": "<identifier redacted>", "age": 41.5, "runs": [{"case_id": "<identifier redacted>"}]},
+    }
+
+
 def test_embeddings_file_with_an_id_column_is_shown_without_it(tmp_path: Path) -> None:
     run = tmp_path / "run"
     run.mkdir()

@@ -325,7 +325,8 @@ def run_comparison(
 
 def _write_run_artefacts(run_path: Path, item: _Planned, cohort: Cohort, held_out: np.ndarray,
                          feats: np.ndarray, settings: CompareSettings) -> None:
-    """What the report plots: embeddings coloured by the labels (and ``colour_by``), a batch kernel."""
+    """What the report plots: embeddings coloured by the labels (and ``colour_by``), the prior
+    kernel on a synthetic batch (no subject's attributes)."""
     from medcl.evaluate.artefacts import write_embeddings, write_kernel_batch
     from medcl.pretrain.run_dir import RunDir
 
@@ -336,11 +337,11 @@ def _write_run_artefacts(run_path: Path, item: _Planned, cohort: Cohort, held_ou
     write_embeddings(run_path, feats, colours)
     if item.arm.method == "kernel_du":
         kernel = RunDir(run_path).kernel()
-        if kernel is not None:
-            names = [t.name for t in kernel.terms]
-            values, missing, _ = cohort.attribute_matrix(names)
-            idx = held_out[:64]
-            write_kernel_batch(run_path, np.asarray(kernel(values[idx], missing[idx])))
+        if kernel is not None:  # on a made-up batch from the kernel's de-identified reference
+            from medcl.kernels.public import synthetic_batch
+
+            values, missing = synthetic_batch(kernel.to_dict(), n=64, seed=0)
+            write_kernel_batch(run_path, np.asarray(kernel(values, missing)))
 
 
 def _write_outputs(result: Comparison) -> None:

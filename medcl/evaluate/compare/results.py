@@ -126,7 +126,31 @@ class Comparison:
                          "left out of the arm's mean and of the paired differences")
         if self.rows and max(r["seed"] for r in self.rows) == 0:
             lines.append("* one seed: the interval uses the folds (corrected resampled t); use --seeds 3 or more")
+        trust = trust_line(entries)
+        if trust:
+            lines.append(trust)
         return "\n".join(lines).rstrip()
+
+
+def trust_line(entries: list[dict[str, Any]]) -> str:
+    """How much to trust the table, from its own spread: printed with every table.
+
+    Training at small budgets is chaotic (a float-rounding change at the first step can move one
+    run's AUC by 0.2), so the seed-to-seed sd is the noise any difference must clear, and another
+    machine (another float path) draws other runs from the same distribution.
+    """
+    parts = []
+    for label in dict.fromkeys(e["label"] for e in entries):
+        sds = [e["sd"] for e in entries if e["label"] == label and e["sd"] is not None and e["seeds"] > 1]
+        if sds:
+            metric = next(e["metric"] for e in entries if e["label"] == label)
+            parts.append(f"{label} {metric} sd {min(sds):.3f}–{max(sds):.3f}")
+    if not parts:
+        return ""
+    return ("How much to trust this table: from seed to seed one arm moves by " + "; ".join(parts)
+            + ". A Δ whose 95% CI includes 0 is within that noise; the intervals are over seeds on this cohort "
+            "and budget, and another machine (another float path) gives other draws from the same spread: "
+            "compare intervals, not ranks.")
 
 
 def entry_marks(entry: dict[str, Any]) -> str:
