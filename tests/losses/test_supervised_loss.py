@@ -68,7 +68,7 @@ def test_the_loss_trains_a_linear_head_on_separable_features():
         opt.zero_grad()
         loss.backward()
         opt.step()
-    assert first > 0.9 and float(loss) < 0.1 * first
+    assert first > 0.9 and loss.item() < 0.1 * first
 
 
 @pytest.mark.parametrize(("call", "message"), [
