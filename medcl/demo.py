@@ -46,9 +46,13 @@ METHODS: tuple[Arm, ...] = (
     Arm("kdu_scores", "kernel_du", attributes=("score1", "score2", "score3"),
         description="kernel DU, prior: clinical scores"),
     Arm("kdu_vae", "kernel_du", attributes=("vae",), description="kernel DU, prior: VAE latent"),
-    Arm("supervised", "supervised", label="diagnosis", description="supervised on diagnosis (upper bound)"),
+    Arm("supervised", "supervised", label="diagnosis",
+        description="cross-entropy on diagnosis (supervised upper bound)"),
+    Arm("supcon", "supcon", label="diagnosis", description="SupCon on diagnosis (with its instance mix)"),
 )
 METHOD_NAMES = tuple(m.name for m in METHODS)
+DEFAULT_METHODS = tuple(name for name in METHOD_NAMES if name != "supcon")
+"""The demo's arms unless ``methods`` says otherwise (SupCon on request: it costs a run per seed)."""
 
 
 class DemoSettings(BaseModel):
@@ -76,7 +80,7 @@ class DemoSettings(BaseModel):
     vae_epochs: int = Field(15, ge=1)
     probe_folds: int = Field(5, ge=2)
     probe_repeats: int = Field(3, ge=1, description="fold draws of the probe CV, averaged")
-    methods: list[str] = list(METHOD_NAMES)
+    methods: list[str] = list(DEFAULT_METHODS)
     generator: dict[str, Any] = Field(default_factory=dict, description="SyntheticConfig overrides")
 
     @classmethod
@@ -108,7 +112,7 @@ class DemoSettings(BaseModel):
 # ------------------------------------------------------------------------------------- pieces
 
 
-def _cohort(out: Path, s: DemoSettings) -> Path:
+def demo_cohort(out: Path, s: DemoSettings) -> Path:
     """The synthetic cohort in ``out/cohort``, regenerated whenever its generator settings change."""
     from medcl.data.synthetic import SyntheticConfig, generate_cohort
 
@@ -210,7 +214,7 @@ def run_demo(
     out.mkdir(parents=True, exist_ok=True)
     say = on_line or (lambda _line: None)
     say("generating the synthetic cohort")
-    manifest = _cohort(out, s)
+    manifest = demo_cohort(out, s)
     if "kdu_vae" in s.methods:
         say("training the VAE prior")
         manifest = _vae_manifest(manifest, s, out / "cache")

@@ -17,12 +17,15 @@ def demo_command(
     seeds: int = typer.Option(None, "--seeds", min=1, help="seeds per method (default 3)"),
     epochs: int = typer.Option(None, "--epochs", min=1, help="pretraining epochs per run"),
     subjects: int = typer.Option(None, "--subjects", min=40, help="subjects in the synthetic cohort"),
-    methods: str = typer.Option(None, "--methods", help="comma-separated subset, e.g. du,kdu_age,simclr"),
+    methods: str = typer.Option(
+        None, "--methods", help="comma-separated arms, e.g. du,kdu_age,simclr (supcon: SupCon on the diagnosis)"
+    ),
 ) -> None:
     """Compare the methods on the embedded synthetic cohort and write `report.html`.
 
     Pretrains random-init, SimCLR, y-Aware (age), DU, kernel DU (age), kernel DU (clinical
-    scores), kernel DU (VAE prior) and a supervised upper bound with identical encoders, budgets
+    scores), kernel DU (VAE prior) and a supervised upper bound (cross-entropy on the diagnosis) with
+    identical encoders, budgets
     and seeds; probes diagnosis AUC and age MAE on held-out subjects; prints paired differences
     against DU with 95% intervals over seeds (the engine of `medcl compare`). Runs in `--out`
     are reused only when made with the same settings.

@@ -197,7 +197,7 @@ def compare_command(
     methods: str = typer.Option(
         ..., "--methods",
         help="comma-separated arms: du, simclr, dcl, align_uniform, random_init, kernel_du:ATTR[+ATTR], "
-        "y_aware:ATTR, supervised:LABEL",
+        "y_aware:ATTR, supervised:LABEL (cross-entropy / regression), supcon:LABEL",
     ),
     labels: list[str] = typer.Option(..., "--label", help="label to probe (repeat for several)"),
     out: Path = typer.Option(..., "--out", "-o", help="folder for runs, results.csv, summary.json, report"),
@@ -215,7 +215,7 @@ def compare_command(
     and report.html. Finished runs in `--out` are reused only when their settings match.
 
     Example: `medcl compare --manifest synth/manifest.yaml --config pipelines/synthetic_2d.yaml
-    --set epochs=10 --methods du,kernel_du:age,y_aware:age,supervised:diagnosis,random_init
+    --set epochs=10 --methods du,kernel_du:age,y_aware:age,supervised:diagnosis,supcon:diagnosis,random_init
     --label diagnosis --label age --seeds 3 --out cmp`
     """
     from medcl.evaluate.compare import CompareSettings, parse_arms, run_comparison

@@ -4,7 +4,8 @@ Every loss is a pure function of z (n subjects, V views, d features), not yet no
 thin ``nn.Module`` whose ``forward(z, attributes=None, missing=None, labels=None)`` has the same
 signature for all methods; :func:`build_loss` maps a method name to its module. Every function
 and module takes ``gather`` to compute the loss on the global batch under ``torch.distributed``
-(see :mod:`medcl.losses.distributed` for the DDP gradient convention).
+(see :mod:`medcl.losses.distributed` for the DDP gradient convention). The supervised upper
+bound (:mod:`medcl.losses.supervised`) has the same interface: its z is a linear head's output.
 """
 
 from medcl.losses.align_uniform import AlignUniformLoss, align_uniform
@@ -18,6 +19,7 @@ from medcl.losses.decoupled_uniformity import (
 from medcl.losses.infonce import InfoNCELoss, nt_xent
 from medcl.losses.registry import LOSS_METHODS, build_loss
 from medcl.losses.supcon import SupConLoss, supcon
+from medcl.losses.supervised import SupervisedLoss, view_cross_entropy, view_regression
 from medcl.losses.y_aware import YAwareInfoNCELoss, y_aware_infonce
 
 infonce = nt_xent
@@ -30,6 +32,7 @@ __all__ = [
     "InfoNCELoss",
     "KernelDecoupledUniformityLoss",
     "SupConLoss",
+    "SupervisedLoss",
     "YAwareInfoNCELoss",
     "align_uniform",
     "build_loss",
@@ -39,5 +42,7 @@ __all__ = [
     "kept_spread",
     "nt_xent",
     "supcon",
+    "view_cross_entropy",
+    "view_regression",
     "y_aware_infonce",
 ]

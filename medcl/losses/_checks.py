@@ -67,6 +67,16 @@ def check_per_subject(x: object, n: int, name: str, *, integer: bool = False) ->
     return x
 
 
+def class_codes(labels: torch.Tensor) -> torch.Tensor:
+    """Integer class codes (n,) from a label vector given as integers or as integral floats."""
+    labels = torch.as_tensor(labels)
+    if labels.is_floating_point():
+        if torch.isnan(labels).any() or (labels != labels.round()).any():
+            raise MedclInputError("labels: expected integer class codes without missing values")
+        labels = labels.long()
+    return labels
+
+
 def full_precision(fn: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
     """Run a loss with autocast disabled and half-precision z upcast to float32.
 

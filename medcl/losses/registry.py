@@ -12,6 +12,7 @@ from medcl.losses.dcl import DecoupledContrastiveLoss
 from medcl.losses.decoupled_uniformity import DecoupledUniformityLoss, KernelDecoupledUniformityLoss
 from medcl.losses.infonce import InfoNCELoss
 from medcl.losses.supcon import SupConLoss
+from medcl.losses.supervised import SupervisedLoss
 from medcl.losses.y_aware import YAwareInfoNCELoss
 
 _LOSSES: dict[str, type[nn.Module]] = {
@@ -21,7 +22,8 @@ _LOSSES: dict[str, type[nn.Module]] = {
     "y_aware": YAwareInfoNCELoss,
     "dcl": DecoupledContrastiveLoss,
     "align_uniform": AlignUniformLoss,
-    "supervised": SupConLoss,
+    "supervised": SupervisedLoss,
+    "supcon": SupConLoss,
 }
 
 LOSS_METHODS: tuple[str, ...] = tuple(_LOSSES)

@@ -1,4 +1,4 @@
-"""Supervised contrastive loss, SupCon (Khosla et al., NeurIPS 2020), the supervised upper bound.
+"""Supervised contrastive loss, SupCon (Khosla et al., NeurIPS 2020): method ``supcon``.
 
 All views of subjects with the same label are positives: anchor a has the loss
 ``mean_{p in P(a)} [ -s_ap + log sum_{b != a} exp(s_ab) ]`` (the "L_out" form), P(a) every other
@@ -22,7 +22,7 @@ import math
 import torch
 
 from medcl.errors import MedclInputError
-from medcl.losses._checks import check_per_subject, check_positive, check_views, full_precision
+from medcl.losses._checks import check_per_subject, check_positive, check_views, class_codes, full_precision
 from medcl.losses.base import LossModule
 from medcl.losses.distributed import all_gather_with_grad, gather_optional
 from medcl.losses.infonce import soft_target_infonce, view_similarities
@@ -75,7 +75,7 @@ def supcon(
 
 
 class SupConLoss(LossModule):
-    """SupCon (method ``supervised``) on integer labels (n,). See :func:`supcon`."""
+    """SupCon (method ``supcon``) on integer labels (n,). See :func:`supcon`."""
 
     def __init__(self, temperature: float = 0.1, instance_mix: float = 0.0, gather: bool = False):
         super().__init__(gather, temperature=temperature)
@@ -97,11 +97,6 @@ class SupConLoss(LossModule):
     ) -> torch.Tensor:
         """Loss of z (n, V, d) with labels (n,) (or (n, 1)) integer classes; attributes ignored."""
         if labels is None:
-            raise MedclInputError("labels: supervised needs integer class labels (n,), got None")
-        labels = torch.as_tensor(labels)
-        if labels.is_floating_point():
-            if torch.isnan(labels).any() or (labels != labels.round()).any():
-                raise MedclInputError("labels: expected integer class codes without missing values")
-            labels = labels.long()
-        return supcon(z, labels, temperature=self.temperature, instance_mix=self.instance_mix,
+            raise MedclInputError("labels: supcon needs integer class labels (n,), got None")
+        return supcon(z, class_codes(labels), temperature=self.temperature, instance_mix=self.instance_mix,
                       gather=self.gather)

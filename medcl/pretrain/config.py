@@ -28,13 +28,16 @@ from medcl.yaml_files import read_yaml, validation_problems
 if TYPE_CHECKING:
     from medcl.data.manifest import Manifest
 
-Method = Literal["kernel_du", "du", "simclr", "y_aware", "dcl", "align_uniform", "supervised"]
-METHODS: tuple[str, ...] = ("kernel_du", "du", "simclr", "y_aware", "dcl", "align_uniform", "supervised")
+Method = Literal["kernel_du", "du", "simclr", "y_aware", "dcl", "align_uniform", "supervised", "supcon"]
+METHODS: tuple[str, ...] = ("kernel_du", "du", "simclr", "y_aware", "dcl", "align_uniform", "supervised", "supcon")
 DU_METHODS = ("kernel_du", "du")
+LABEL_METHODS = ("supervised", "supcon")
+"""Methods trained on a manifest label: ``supervised`` (cross-entropy / regression through a linear
+head, the upper bound) and ``supcon`` (supervised contrastive)."""
 DEFAULT_INSTANCE_WEIGHT = 0.03
 DEFAULT_BANDWIDTH_RULE = "joint"
 DEFAULT_RESCALE_CENTROIDS = True
-DEFAULT_TEMPERATURE: dict[str, float] = {"simclr": 0.1, "dcl": 0.1, "y_aware": 0.1, "supervised": 0.5}
+DEFAULT_TEMPERATURE: dict[str, float] = {"simclr": 0.1, "dcl": 0.1, "y_aware": 0.1, "supcon": 0.5}
 """``loss.temperature: null`` resolves to this per method (the InfoNCE-type losses). SimCLR, DCL and
 y-Aware use their papers' 0.1. SupCon uses 0.5: on the demo cohort (seed 0, instance mix 0.5) it
 reached diagnosis AUC .702 against .584 at 0.1 (random init .586); at 0.1 the own view dominates the
@@ -54,7 +57,7 @@ class LossOptions(_Strict):
         0.01, description="kernel ridge regularisation (kernel_du), > 0; 'inv_sqrt_batch': 1/sqrt(batch_size)"
     )
     temperature: float | None = Field(
-        None, gt=0, description="InfoNCE temperature (simclr, dcl, y_aware, supervised); null: the method's default"
+        None, gt=0, description="InfoNCE temperature (simclr, dcl, y_aware, supcon); null: the method's default"
     )
     sigma: float | None = Field(
         None, gt=0, description="y_aware RBF bandwidth in the attribute's units; null: y_aware_sigma_scale x std"
@@ -64,8 +67,20 @@ class LossOptions(_Strict):
     )
     supcon_instance_mix: float = Field(
         DEFAULT_SUPCON_INSTANCE_MIX, ge=0, le=1,
-        description="supervised: weight m of NT-Xent in (1-m) SupCon + m NT-Xent (0: plain SupCon, collapses "
+        description="supcon: weight m of NT-Xent in (1-m) SupCon + m NT-Xent (0: plain SupCon, collapses "
                     "when the label is hard to see)",
+    )
+    label_classes: int | None = Field(
+        None, ge=2, description="supervised: classes of the label (the linear head's width); resolved from the "
+        "manifest, null for a continuous label",
+    )
+    label_mean: float | None = Field(
+        None, description="supervised, continuous label: training-split mean the target is standardised with "
+        "(resolved)",
+    )
+    label_std: float | None = Field(
+        None, gt=0, description="supervised, continuous label: training-split std the target is standardised with "
+        "(resolved)",
     )
 
 
@@ -184,7 +199,7 @@ class PretrainConfig(_Strict):
     attributes: list[str] | None = Field(
         None, description="manifest attributes for the prior kernel / y_aware (default: all)"
     )
-    label: str | None = Field(None, description="label name (method supervised)")
+    label: str | None = Field(None, description="label name (methods supervised, supcon)")
     loss: LossOptions = LossOptions()
     prior: PriorOptions = PriorOptions()
     views: int = Field(2, ge=2, description="augmented views per subject")
@@ -246,8 +261,8 @@ class PretrainConfig(_Strict):
     def _check(self) -> PretrainConfig:
         if isinstance(self.loss.lam, float | int) and not self.loss.lam > 0:
             raise ValueError(f"loss.lam must be > 0 or 'inv_sqrt_batch', got {self.loss.lam}")
-        if self.method == "supervised" and self.label is None:
-            raise ValueError("method supervised needs 'label' (a manifest label name)")
+        if self.method in LABEL_METHODS and self.label is None:
+            raise ValueError(f"method {self.method} needs 'label' (a manifest label name)")
         if self.probe.every_n_epochs > 0 and self.probe.label is None and self.label is not None:
             self.probe.label = self.label
         return self
@@ -325,6 +340,25 @@ def parse_config(data: Any, source: str = "config", overrides: list[str] | None 
         return PretrainConfig.model_validate(data)
     except ValidationError as err:
         raise InputProblems(validation_problems(err, source), header=f"invalid pretraining config {source}") from None
+
+
+def upgrade_saved_config(data: Any) -> Any:
+    """A run directory's saved (resolved) config in today's vocabulary, so that older runs load.
+
+    - ``augmentation: PRESET`` (written before the backends existed): its views came from the MONAI
+      chain, so it becomes ``{preset: PRESET, backend: monai}``.
+    - ``method: supervised`` without a resolved ``loss.label_classes`` / ``loss.label_std`` was written
+      when ``supervised`` meant SupCon (before the cross-entropy arm): it becomes ``supcon``.
+    """
+    if not isinstance(data, dict):
+        return data
+    data = dict(data)
+    if isinstance(data.get("augmentation"), str):
+        data["augmentation"] = {"preset": data["augmentation"], "backend": "monai"}
+    loss = data.get("loss") if isinstance(data.get("loss"), dict) else {}
+    if data.get("method") == "supervised" and loss.get("label_classes") is None and loss.get("label_std") is None:
+        data["method"] = "supcon"
+    return data
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> PretrainConfig:

@@ -13,7 +13,10 @@ Two numbers per epoch, averaged over the epoch's batches (every
 A run is flagged *collapsed* when, at its last epoch, the projections have no spread left
 (``spread < SPREAD_COLLAPSED``), their effective rank is about 1 (``< RANK_COLLAPSED``), or the
 training loss sits at the value every loss takes when all embeddings coincide (its
-``collapse_value``, e.g. ``log(nV - 1)`` for NT-Xent-type losses, 0 for decoupled uniformity).
+``collapse_value``, e.g. ``log(nV - 1)`` for NT-Xent-type losses, 0 for decoupled uniformity, and
+for the supervised cross-entropy ``log(C)``, what a constant uniform prediction over C classes
+scores). The supervised arm's spread and rank are those of its pooled encoder features (its head
+gives a few logits, not a representation).
 The last sign needs no identical embeddings: plain SupCon on a label the encoder cannot see sat
 at log(63) on the demo cohort with spread 0.20 and effective rank 13.6, i.e. a label-blind
 embedding that the loss rates no better than a collapsed one (diagnosis AUC .528).
@@ -45,7 +48,9 @@ WARMUP_EPOCHS = 2
 """Warn during the run only from this epoch on (the first epoch of a fresh network can look collapsed)."""
 
 _ADVICE = {
-    "supervised": "raise loss.supcon_instance_mix (keeps each scan's own views as positives) or check "
+    "supervised": "check that the label is visible in the images (a loss stuck at log(classes), or 1 for a "
+                  "continuous label, is a constant prediction) or lower optimizer.lr",
+    "supcon": "raise loss.supcon_instance_mix (keeps each scan's own views as positives) or check "
                   "that the label is visible in the images",
     "y_aware": "lower loss.sigma (the positives' weights are nearly uniform over the batch) or lower "
                "loss.y_aware_sigma_scale",

@@ -30,7 +30,7 @@ import numpy as np
 
 from medcl.atomic import write_json, write_text
 from medcl.errors import MedclInputError
-from medcl.pretrain.config import PretrainConfig, parse_config
+from medcl.pretrain.config import LABEL_METHODS, PretrainConfig, parse_config, upgrade_saved_config
 from medcl.pretrain.run_dir import ENCODER_FORMAT, RunDir
 
 
@@ -87,9 +87,10 @@ def prepare(config: PretrainConfig) -> PreparedRun:
 
     if config.label is not None:
         spec = manifest.label(config.label)
-        if config.method == "supervised":
-            if spec.type == "continuous":
-                raise MedclInputError(f"label {config.label!r} is continuous; method supervised needs classes")
+        if config.method in LABEL_METHODS:
+            if spec.type == "continuous" and config.method == "supcon":
+                raise MedclInputError(f"label {config.label!r} is continuous; method supcon needs classes "
+                                      "(method supervised regresses a continuous label)")
             y = cohort.label(config.label)
             train_idx = train_idx[np.isfinite(y[train_idx])]
     if config.probe.every_n_epochs and config.probe.label is not None:
@@ -134,7 +135,8 @@ def resolve_loss_options(config: PretrainConfig, cohort: Any, names: list[str],
 
     ``temperature: null`` becomes the method's default (:data:`DEFAULT_TEMPERATURE`); y_aware's
     ``sigma: null`` becomes ``y_aware_sigma_scale x`` the std of its attribute on the training
-    split (:func:`medcl.losses.y_aware.y_aware_sigma`).
+    split (:func:`medcl.losses.y_aware.y_aware_sigma`); supervised gets its label's number of
+    classes, or for a continuous label the mean and std of the labelled training subjects.
     """
     from medcl.pretrain.config import DEFAULT_TEMPERATURE
 
@@ -150,7 +152,23 @@ def resolve_loss_options(config: PretrainConfig, cohort: Any, names: list[str],
             out["sigma"] = y_aware_sigma(known, config.loss.y_aware_sigma_scale)
         except MedclInputError as err:
             raise MedclInputError(f"attribute {names[0]!r}: {err}") from None
+    if config.method == "supervised":
+        out.update(supervised_target(cohort, config.label, train_idx))
     return out
+
+
+def supervised_target(cohort: Any, label: str, train_idx: np.ndarray) -> dict[str, Any]:
+    """The supervised arm's target: ``label_classes`` for a class label, else the training split's
+    ``label_mean`` / ``label_std`` (the regression target is standardised with them)."""
+    classes = cohort.label_classes(label)
+    if cohort.manifest.label(label).type != "continuous":
+        return {"label_classes": len(classes), "label_mean": None, "label_std": None}
+    y = cohort.label(label)[train_idx]
+    y = y[np.isfinite(y)]
+    std = float(np.std(y)) if len(y) > 1 else 0.0
+    if not std > 0:
+        raise MedclInputError(f"label {label!r}: constant or missing on the training split; nothing to regress")
+    return {"label_classes": None, "label_mean": float(np.mean(y)), "label_std": std}
 
 
 def prior_kernel_options(config: PretrainConfig) -> dict[str, Any]:
@@ -412,9 +430,6 @@ def resume(run_dir: str | Path, overrides: list[str] | None = None) -> RunDir:
 
     run = RunDir(run_dir)
     run.check_resumable()
-    data = yaml.safe_load(run.config_path.read_text())
-    if isinstance(data, dict) and isinstance(data.get("augmentation"), str):
-        # Written before augmentation backends existed: its views came from the MONAI chain.
-        data["augmentation"] = {"preset": data["augmentation"], "backend": "monai"}
+    data = upgrade_saved_config(yaml.safe_load(run.config_path.read_text()))
     config = parse_config(data, source=str(run.config_path), overrides=overrides)
     return _run(config, run, resuming=True)

@@ -40,19 +40,30 @@ def loss_options(config: PretrainConfig, kernel: Any | None) -> dict[str, Any]:
         return {"t": opts.t}
     if method == "align_uniform":
         return {"t": opts.t}
+    if method == "supervised":
+        if opts.label_classes is None and opts.label_std is None:
+            raise MedclInputError("loss.label_classes: supervised needs the resolved config (medcl.pretrain.loop."
+                                  "prepare reads the label's classes, or its mean and std, from the training split)")
+        if opts.label_classes is not None:
+            return {"classes": opts.label_classes}
+        return {"classes": None, "target_mean": opts.label_mean, "target_std": opts.label_std}
     temperature = opts.temperature if opts.temperature is not None else DEFAULT_TEMPERATURE[method]
     if method == "y_aware":
         if opts.sigma is None:
             raise MedclInputError("loss.sigma: y_aware needs the resolved config (medcl.pretrain.loop.prepare "
                                   "fits sigma on the training split)")
         return {"temperature": temperature, "sigma": opts.sigma}
-    if method == "supervised":
+    if method == "supcon":
         return {"temperature": temperature, "instance_mix": opts.supcon_instance_mix}
     return {"temperature": temperature}
 
 
 class PretrainModule(L.LightningModule):
-    """Encoder + projection head trained with the config's contrastive (or supervised) loss.
+    """Encoder + head trained with the config's loss.
+
+    The head is the projection MLP for the contrastive methods and, for ``supervised``, a linear
+    layer on the pooled features giving the label's logits (or its standardised prediction). Either
+    way it is part of this module only: the exported encoder is ``self.encoder``.
 
     Args:
         config: the resolved :class:`PretrainConfig` as a plain dict (encoder spatial dims and
@@ -67,9 +78,12 @@ class PretrainModule(L.LightningModule):
                                    "gather": bool(gather)})
         self.config = PretrainConfig.model_validate(config)
         self.encoder = build_encoder(EncoderSpec.model_validate(self.config.encoder.model_dump()))
-        proj = self.config.projection
-        self.head = ProjectionHead(self.encoder.out_features, proj.hidden, proj.dim, proj.batch_norm)
         self.loss_fn = self._build_loss(gather)
+        proj = self.config.projection
+        if self.config.method == "supervised":
+            self.head: nn.Module = nn.Linear(self.encoder.out_features, self.loss_fn.outputs)
+        else:
+            self.head = ProjectionHead(self.encoder.out_features, proj.hidden, proj.dim, proj.batch_norm)
         self.steps_per_epoch = int(steps_per_epoch)
         self.batch_augmentation = self._build_augmentation()
 
@@ -116,21 +130,29 @@ class PretrainModule(L.LightningModule):
         """Encoder features (the representation used downstream): (n, C, *S) -> (n, F)."""
         return self.encoder(x)
 
-    def project(self, views: torch.Tensor) -> torch.Tensor:
-        """(n, V, C, *S) views -> (n, V, d) projections (not normalised), in one forward pass."""
+    def _features_and_head(self, views: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(n, V, C, *S) views -> encoder features (n, V, F) and head outputs (n, V, d), one forward pass."""
         n, v = views.shape[:2]
-        z = self.head(self.encoder(views.reshape(n * v, *views.shape[2:])))
-        return z.reshape(n, v, -1)
+        features = self.encoder(views.reshape(n * v, *views.shape[2:]))
+        return features.reshape(n, v, -1), self.head(features).reshape(n, v, -1)
+
+    def project(self, views: torch.Tensor) -> torch.Tensor:
+        """(n, V, C, *S) views -> (n, V, d) head outputs (projections, not normalised; logits for supervised)."""
+        return self._features_and_head(views)[1]
 
     def compute_loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Loss of a collated multi-view batch; returns (loss, projections)."""
-        z = self.project(batch["views"])
+        """Loss of a collated multi-view batch; returns (loss, the embeddings the health check watches).
+
+        Those are the projections (n, V, d), or for ``supervised`` the encoder features (n, V, F): its
+        head's outputs are a handful of logits, not a representation.
+        """
+        features, z = self._features_and_head(batch["views"])
         labels = batch.get("labels")
         if labels is not None and labels.ndim == 2:
             labels = labels[:, 0]
         loss = self.loss_fn(z, attributes=batch.get("attributes"), missing=batch.get("missing"),
                             labels=labels)
-        return loss, z
+        return loss, features if self.config.method == "supervised" else z
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss, z = self.compute_loss(batch)

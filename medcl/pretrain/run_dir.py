@@ -135,9 +135,10 @@ class RunDir:
     # -- readers --------------------------------------------------------------------------------
     def config(self):
         """The resolved :class:`medcl.pretrain.config.PretrainConfig`."""
-        from medcl.pretrain.config import parse_config
+        from medcl.pretrain.config import parse_config, upgrade_saved_config
 
-        return parse_config(yaml.safe_load(self.config_path.read_text()), source=str(self.config_path))
+        data = upgrade_saved_config(yaml.safe_load(self.config_path.read_text()))
+        return parse_config(data, source=str(self.config_path))
 
     def cache_settings(self) -> dict[str, Any]:
         """``{"cache": mode, "cache_dir": root or None}`` of the run's preprocessed images, so that

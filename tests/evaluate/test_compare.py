@@ -39,8 +39,11 @@ T975 = {1: 12.706204736174698, 2: 4.302652729911275, 3: 3.182446305284263}  # t 
 
 
 def test_arm_specs_parse_into_method_and_prior() -> None:
-    arms = parse_arms("du, kernel_du:age+sex ,y_aware:age,supervised:diagnosis,simclr,random_init")
+    arms = parse_arms("du, kernel_du:age+sex ,y_aware:age,supervised:diagnosis,supcon:diagnosis,simclr,random_init")
     by = {a.name: a for a in arms}
+    assert (by["supervised:diagnosis"].method, by["supcon:diagnosis"].method) == ("supervised", "supcon")
+    assert by["supcon:diagnosis"].label == "diagnosis" and "SupCon" in by["supcon:diagnosis"].description
+    assert "cross-entropy" in by["supervised:diagnosis"].description
     assert by["kernel_du:age+sex"].method == "kernel_du" and by["kernel_du:age+sex"].attributes == ("age", "sex")
     assert by["y_aware:age"].attributes == ("age",)
     assert by["supervised:diagnosis"].label == "diagnosis"
@@ -200,6 +203,7 @@ def test_proxy_mark_the_label_itself_a_close_proxy_and_an_unrelated_attribute(ti
         "prior attribute 'age' is the probed label")
     assert proxy_mark(cohort, parse_arm("supervised:diagnosis"), "diagnosis", train)[0]
     assert not proxy_mark(cohort, parse_arm("supervised:diagnosis"), "age", train)[0]
+    assert proxy_mark(cohort, parse_arm("supcon:diagnosis"), "diagnosis", train)[0]
     assert not proxy_mark(cohort, parse_arm("du"), "age", train)[0]
 
 
@@ -378,7 +382,7 @@ def test_a_diverging_arm_is_marked_and_the_comparison_goes_on(tiny_cohort: Path,
     (["--methods", "du,nope", "--label", "diagnosis"], "unknown method 'nope'"),
     (["--methods", "du,kernel_du:weight", "--label", "diagnosis"], "'weight'"),
     (["--methods", "du,y_aware:site", "--label", "diagnosis"], "continuous"),
-    (["--methods", "du,supervised:age", "--label", "diagnosis"], "continuous"),
+    (["--methods", "du,supcon:age", "--label", "diagnosis"], "continuous"),
     (["--methods", "du,simclr", "--label", "nope"], "no label 'nope'"),
     (["--methods", "simclr,random_init", "--label", "age"], "--baseline 'du'"),
     (["--methods", "du", "--label", "age", "--seeds", "0"], "--seeds"),
@@ -406,6 +410,8 @@ def test_arm_config_changes_only_method_prior_seed_and_its_own_overrides() -> No
     du = arm_config(base, parse_arm("du"), 0)
     assert du.attributes == [] and du.loss.sigma is None and not du.progress_bar
     assert arm_config(base, parse_arm("supervised"), 0).label == "diagnosis"  # the base's label
+    supcon = arm_config(base, parse_arm("supcon:age"), 0)
+    assert (supcon.method, supcon.label, supcon.attributes) == ("supcon", "age", [])
     kdu = arm_config(base, parse_arm("kernel_du"), 1)
     assert kdu.attributes == ["score1"]
     assert {k: v for k, v in kdu.model_dump().items() if k not in ("seed", "progress_bar")} == {
@@ -465,6 +471,23 @@ def test_repeats_average_fresh_fold_draws_of_the_same_features(tiny_cohort: Path
         [v for d in draws for v in d.metric("mae").per_fold])
     assert json.loads((out / "summary.json").read_text())["settings"]["repeats"] == 3
     assert "x 3 draws" in (out / "comparison.txt").read_text()
+
+
+def test_both_label_arms_are_listed_and_known_to_the_config(tiny_cohort: Path,
+                                                            capsys: pytest.CaptureFixture) -> None:
+    from medcl.evaluate.compare import LABEL_METHODS, CompareSettings, plan
+    from medcl.pretrain import config
+
+    assert LABEL_METHODS == config.LABEL_METHODS and set(LABEL_METHODS) <= set(config.METHODS)
+    assert cli(["compare", "--help"]) == 0
+    listing = " ".join(capsys.readouterr().out.split())
+    assert "supervised:LABEL" in listing and "supcon:LABEL" in listing
+    base = config.parse_config({"manifest": str(tiny_cohort), "method": "du", "batch_size": 4})
+    planned, _ = plan(base, parse_arms("du,supervised:diagnosis,supcon:diagnosis"),
+                      CompareSettings(labels=["diagnosis"], seeds=1))
+    assert sorted({p.arm.method for p in planned}) == ["du", "supcon", "supervised"]
+    with pytest.raises(MedclInputError, match="needs a label: write supcon:LABEL"):
+        plan(base, parse_arms("du,supcon"), CompareSettings(labels=["diagnosis"]))
 
 
 def test_the_trust_line_reports_the_seed_spread_of_the_arms_per_label() -> None:

@@ -56,6 +56,8 @@ def _options(method: str, attributes, missing) -> dict:
         return {"kernel": kernel.fit(attributes, missing)}
     if method == "y_aware":
         return {"sigma": 5.0}
+    if method == "supervised":  # the projector's D outputs are the logits of D classes
+        return {"classes": D}
     return {}
 
 

@@ -18,6 +18,7 @@ from medcl.losses import (
     InfoNCELoss,
     KernelDecoupledUniformityLoss,
     SupConLoss,
+    SupervisedLoss,
     YAwareInfoNCELoss,
     _cholesky,
     _pairwise,
@@ -28,6 +29,7 @@ from medcl.losses import (
     kept_spread,
     nt_xent,
     supcon,
+    view_cross_entropy,
     y_aware_infonce,
 )
 
@@ -385,13 +387,13 @@ LOSSES = {
     "y_aware": lambda z: y_aware_infonce(z, torch.linspace(0, 10, z.shape[0]), sigma=0.1),
     "dcl": lambda z: decoupled_contrastive(z),
     "align_uniform": lambda z: align_uniform(z),
-    "supervised": lambda z: supcon(z, torch.arange(z.shape[0]) % 4),
+    "supcon": lambda z: supcon(z, torch.arange(z.shape[0]) % 4),
 }
 
 
 def _aligned_subjects(method, g):
     """Per-subject embeddings (32, 1, 16) arranged the way the method's positives expect."""
-    if method == "supervised":  # subjects of a class share a centre (labels = index % 4)
+    if method == "supcon":  # subjects of a class share a centre (labels = index % 4)
         return torch.randn(4, 1, 16, generator=g).repeat(8, 1, 1) + 0.05 * torch.randn(32, 1, 16, generator=g)
     return torch.randn(32, 1, 16, generator=g)
 
@@ -437,7 +439,8 @@ def test_modules_forward_equals_functions():
         "y_aware": y_aware_infonce(z, attributes[:, 0], sigma=4.0, temperature=0.2),
         "dcl": decoupled_contrastive(z, temperature=0.2),
         "align_uniform": align_uniform(z, t=1.0),
-        "supervised": supcon(z, labels, temperature=0.2),
+        "supcon": supcon(z, labels, temperature=0.2),
+        "supervised": view_cross_entropy(z[..., :3], labels),
     }
     options = {
         "du": {"t": 1.0},
@@ -446,12 +449,14 @@ def test_modules_forward_equals_functions():
         "y_aware": {"sigma": 4.0, "temperature": 0.2},
         "dcl": {"temperature": 0.2},
         "align_uniform": {"t": 1.0},
-        "supervised": {"temperature": 0.2},
+        "supcon": {"temperature": 0.2},
+        "supervised": {"classes": 3},
     }
     assert set(LOSS_METHODS) == set(expected)
     for method in LOSS_METHODS:
         module = build_loss(method, **options[method])
-        got = module(z, attributes=attributes, missing=missing, labels=labels)
+        head = z[..., :3] if method == "supervised" else z  # its z is a 3-class head's logits
+        got = module(head, attributes=attributes, missing=missing, labels=labels)
         torch.testing.assert_close(got, expected[method], atol=1e-12, rtol=0, msg=method)
     classes = {
         "du": DecoupledUniformityLoss,
@@ -460,7 +465,8 @@ def test_modules_forward_equals_functions():
         "y_aware": YAwareInfoNCELoss,
         "dcl": DecoupledContrastiveLoss,
         "align_uniform": AlignUniformLoss,
-        "supervised": SupConLoss,
+        "supcon": SupConLoss,
+        "supervised": SupervisedLoss,
     }
     assert all(isinstance(build_loss(m, **options[m]), classes[m]) for m in LOSS_METHODS)
 
@@ -498,12 +504,12 @@ def test_supcon_module_accepts_float_integer_codes():
         (lambda: nt_xent(torch.randn(3, 2, 3), temperature=-0.1), "temperature"),
         (lambda: y_aware_infonce(torch.randn(3, 2, 3), torch.ones(4), sigma=1.0), "y: expected shape (3,)"),
         (lambda: supcon(torch.randn(3, 2, 3), torch.ones(3)), "labels: expected integer"),
-        (lambda: build_loss("simclrr"), "kernel_du, du, simclr, y_aware, dcl, align_uniform, supervised"),
+        (lambda: build_loss("simclrr"), "kernel_du, du, simclr, y_aware, dcl, align_uniform, supervised, supcon"),
         (lambda: build_loss("simclr", lam=0.1), "unknown option(s) lam"),
         (lambda: build_loss("y_aware"), "missing required option(s) sigma"),
         (lambda: build_loss("kernel_du"), "missing required option(s) kernel"),
         (lambda: YAwareInfoNCELoss(sigma=1.0)(torch.randn(3, 2, 3)), "attributes: y_aware needs"),
-        (lambda: SupConLoss()(torch.randn(3, 2, 3)), "labels: supervised needs"),
+        (lambda: SupConLoss()(torch.randn(3, 2, 3)), "labels: supcon needs"),
         (
             lambda: SupConLoss()(torch.randn(3, 2, 3), labels=torch.tensor([0.5, 1, 2])),
             "labels: expected integer",
@@ -548,7 +554,7 @@ def test_supcon_instance_mix_is_the_weighted_sum_of_supcon_and_nt_xent(mix):
     expected = (1 - mix) * ref_supcon(z, labels.tolist(), 0.5) + mix * ref_nt_xent(z, 0.5)
     got = supcon(z, labels, temperature=0.5, instance_mix=mix).detach()
     assert float(got) == pytest.approx(float(expected), rel=1e-10)
-    module = build_loss("supervised", temperature=0.5, instance_mix=mix)
+    module = build_loss("supcon", temperature=0.5, instance_mix=mix)
     assert float(module(z, labels=labels).detach()) == pytest.approx(float(expected), rel=1e-10)
 
 

@@ -66,8 +66,8 @@ def test_antipodal_pair_and_random_batches_match_numpy() -> None:
 
 @pytest.mark.parametrize(("method", "options", "expected"), [
     ("simclr", {}, math.log(6 * 2 - 1)),
-    ("supervised", {}, math.log(6 * 2 - 1)),
-    ("supervised", {"instance_mix": 0.5}, math.log(6 * 2 - 1)),
+    ("supcon", {}, math.log(6 * 2 - 1)),
+    ("supcon", {"instance_mix": 0.5}, math.log(6 * 2 - 1)),
     ("y_aware", {"sigma": 2.0}, math.log(6 * 2 - 1)),
     ("dcl", {}, math.log(6 * 2 - 2)),
     ("du", {}, 0.0),
@@ -92,14 +92,14 @@ def test_diagnose_names_each_sign_of_collapse() -> None:
 
 
 def test_monitor_warns_once_after_the_warm_up_and_reports_the_last_epoch(caplog) -> None:
-    monitor = HealthMonitor("supervised", collapse_loss=math.log(63))
+    monitor = HealthMonitor("supcon", collapse_loss=math.log(63))
     with caplog.at_level(logging.WARNING, logger="medcl.pretrain"):
         monitor.update(0, 0.01, 1.0, 4.1431)  # the first epoch may look collapsed: no warning yet
         assert not caplog.records
         monitor.update(1, 0.01, 1.0, 4.1431)
         monitor.update(2, 0.01, 1.0, 4.1431)
     assert len(caplog.records) == 1 and len(monitor.warnings) == 1
-    assert "supervised run collapsed at epoch 2" in caplog.records[0].getMessage()
+    assert "supcon run collapsed at epoch 2" in caplog.records[0].getMessage()
     assert "supcon_instance_mix" in caplog.records[0].getMessage()
     verdict = monitor.verdict().to_dict()
     assert verdict["collapsed"] is True and "spread" in verdict["reason"]
@@ -144,3 +144,21 @@ def test_a_run_built_to_collapse_is_flagged_warned_and_shown(synthetic_2d_manife
 
     page = render_report([out], tmp_path / "report.html").read_text()
     assert "collapsed: " in page and "effective rank" in page
+
+
+def test_a_cross_entropy_run_stuck_at_log_classes_is_flagged_with_its_own_advice(caplog) -> None:
+    loss = build_loss("supervised", classes=3)
+    stuck = float(loss(torch.zeros(32, 2, 3), labels=torch.arange(32) % 3))  # a constant (uniform) prediction
+    assert stuck == pytest.approx(math.log(3))
+    monitor = HealthMonitor("supervised", collapse_loss=loss.collapse_value(32, 2))
+    with caplog.at_level(logging.WARNING, logger="medcl.pretrain"):
+        monitor.update(0, 0.7, 9.0, stuck)
+        monitor.update(1, 0.7, 9.0, stuck + 0.001)  # spread and rank look fine: the loss alone tells
+    verdict = monitor.verdict()
+    assert verdict.collapsed and "collapse value 1.0986" in verdict.reason
+    message = caplog.records[0].getMessage()
+    assert "supervised run collapsed" in message and "label is visible" in message
+    assert "supcon_instance_mix" not in message
+    learning = HealthMonitor("supervised", collapse_loss=loss.collapse_value(32, 2))
+    learning.update(1, 0.7, 9.0, 0.9)
+    assert not learning.verdict().collapsed

@@ -26,6 +26,7 @@ METHOD_OPTIONS = {
     "dcl": {},
     "align_uniform": {},
     "supervised": {"label": "diagnosis"},
+    "supcon": {"label": "diagnosis"},
 }
 
 
@@ -50,7 +51,7 @@ def test_every_method_trains_and_writes_the_run_dir(method: str, synthetic_3d_ma
     metrics = run.metrics()
     steps = metrics.dropna(subset=["train/loss_step"])
     train = split["split"] == "train"
-    if method == "supervised":  # trains on the labelled training subjects only
+    if method in ("supervised", "supcon"):  # trains on the labelled training subjects only
         labelled = Cohort.from_manifest(synthetic_3d_manifest).label("diagnosis")
         train &= np.isfinite(labelled)
     n_train = int(train.sum())
@@ -87,8 +88,11 @@ def test_every_method_trains_and_writes_the_run_dir(method: str, synthetic_3d_ma
     assert health["spread"] == pytest.approx(metrics["health/spread"].dropna().iloc[-1], rel=1e-5)
     assert isinstance(health["collapsed"], bool) and isinstance(health["warnings"], list)
     # loss options fixed at the start are saved: per-method temperature, y-Aware's fitted sigma
-    if method in ("simclr", "dcl", "y_aware", "supervised"):
-        assert resolved.loss.temperature == (0.5 if method == "supervised" else 0.1)
+    if method in ("simclr", "dcl", "y_aware", "supcon"):
+        assert resolved.loss.temperature == (0.5 if method == "supcon" else 0.1)
+    if method == "supervised":  # the binary diagnosis: a 2-logit linear head on the 16 pooled features
+        assert (resolved.loss.label_classes, resolved.loss.temperature) == (2, None)
+        assert ckpt["state_dict"]["head.weight"].shape == (2, 16)
     if method == "y_aware":
         values, _, _ = Cohort.from_manifest(synthetic_3d_manifest).attribute_matrix(["age"])
         ages = values[(split["split"] == "train").to_numpy(), 0]

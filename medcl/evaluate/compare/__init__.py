@@ -2,7 +2,7 @@
 
 ``medcl compare`` (and ``medcl demo``, which is this engine on the embedded synthetic cohort)
 pretrains one encoder per *arm* and seed from one base config, changing only the method and its
-prior (attributes, or the label of the supervised arm). Each encoder is then probed (linear
+prior (attributes, or the label of a supervised / SupCon arm). Each encoder is then probed (linear
 model, patient-level cross-validation, :func:`medcl.evaluate.probe.probe_features`) on the subjects
 *outside* its pretraining split only, for every requested label. ``random_init`` is the untrained
 encoder of the same architecture and seed.
@@ -16,7 +16,7 @@ folds share their training data and a plain t over folds would be far too narrow
 the seed interval; with a single seed it falls back to the fold interval and says so.
 
 Marks: ``†`` when the arm's prior *is* the probed label (an attribute of that name, or the label of
-the supervised arm) or a close proxy of it: |Pearson r| >= :data:`PROXY_CORRELATION` (scalar
+a supervised / SupCon arm) or a close proxy of it: |Pearson r| >= :data:`PROXY_CORRELATION` (scalar
 attribute) or CKA >= :data:`PROXY_CKA` (the attribute's prior kernel against the label's kernel,
 :mod:`medcl.evaluate.attributes`), both computed on the training split only. ``!`` when a run's
 ``summary.json`` flags training collapse (``health.collapsed``) in any seed.
@@ -44,7 +44,15 @@ Python use::
     render_comparison(result)  # from medcl.report.comparison: report.html
 """
 
-from medcl.evaluate.compare.arms import PRIOR_METHODS, RANDOM_INIT, Arm, CompareSettings, parse_arm, parse_arms
+from medcl.evaluate.compare.arms import (
+    LABEL_METHODS,
+    PRIOR_METHODS,
+    RANDOM_INIT,
+    Arm,
+    CompareSettings,
+    parse_arm,
+    parse_arms,
+)
 from medcl.evaluate.compare.engine import arm_config, plan, run_comparison
 from medcl.evaluate.compare.fingerprints import (
     FINGERPRINT_FILE,
@@ -58,7 +66,8 @@ from medcl.evaluate.compare.results import Comparison
 from medcl.evaluate.compare.statistics import corrected_fold_interval, lower_is_better, t_interval
 
 __all__ = [
-    "FINGERPRINT_FILE", "FINGERPRINT_VERSION", "PRIOR_METHODS", "PROXY_CKA", "PROXY_CORRELATION", "RANDOM_INIT",
+    "FINGERPRINT_FILE", "FINGERPRINT_VERSION", "LABEL_METHODS", "PRIOR_METHODS", "PROXY_CKA", "PROXY_CORRELATION",
+    "RANDOM_INIT",
     "Arm", "CompareSettings", "Comparison", "arm_config", "cohort_digest", "corrected_fold_interval",
     "lower_is_better", "parse_arm", "parse_arms", "plan", "proxy_mark", "run_comparison", "run_fingerprint",
     "run_health", "stored_fingerprint", "t_interval",

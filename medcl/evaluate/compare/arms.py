@@ -1,4 +1,5 @@
-"""Arms (``du``, ``kernel_du:age``, ``supervised:diagnosis``, ``random_init``) and the comparison settings.
+"""Arms (``du``, ``kernel_du:age``, ``supervised:diagnosis``, ``supcon:diagnosis``, ``random_init``) and the
+comparison settings.
 """
 
 
@@ -16,6 +17,7 @@ if TYPE_CHECKING:
 
 RANDOM_INIT = "random_init"
 PRIOR_METHODS = ("kernel_du", "y_aware")  # methods whose ":a+b" names prior attributes
+LABEL_METHODS = ("supervised", "supcon")  # ":label" names the label they train on (= pretrain.config's)
 
 
 # ------------------------------------------------------------------------------------------ arms
@@ -26,7 +28,7 @@ class Arm:
     """One arm of a comparison: a display name, a method and what its prior uses.
 
     ``attributes``: prior attributes (kernel_du, y_aware; None keeps the base config's);
-    ``label``: the supervised arm's label (None keeps the base config's); ``overrides``: dotted
+    ``label``: a label arm's (supervised, supcon) label (None keeps the base config's); ``overrides``: dotted
     ``key=value`` settings of this method only (e.g. ``loss.sigma=5`` for y_aware), applied last.
     """
 
@@ -54,7 +56,7 @@ class Arm:
             changes["attributes"] = list(self.attributes) if self.attributes is not None else base.attributes
         else:  # the method ignores attributes: keep them out of the run (and of its fingerprint)
             changes["attributes"] = []
-        if self.method == "supervised":
+        if self.method in LABEL_METHODS:
             changes["label"] = self.label if self.label is not None else base.label
         return changes
 
@@ -66,7 +68,8 @@ def _known_methods() -> tuple[str, ...]:
 
 
 def parse_arm(spec: str) -> Arm:
-    """Parse ``method[:arg]``: ``kernel_du:age+sex``, ``y_aware:age``, ``supervised:diagnosis``, ``du``.
+    """Parse ``method[:arg]``: ``kernel_du:age+sex``, ``y_aware:age``, ``supervised:diagnosis``,
+    ``supcon:diagnosis``, ``du``.
 
     Raises MedclInputError for an unknown method, or an argument on a method that takes none.
     """
@@ -82,8 +85,9 @@ def parse_arm(spec: str) -> Arm:
         attrs = tuple(a.strip() for a in arg.split("+") if a.strip()) if arg else None
         what = "prior: " + "+".join(attrs) if attrs else "prior: the base config's attributes"
         return Arm(text, method, attributes=attrs, description=f"{method}, {what}")
-    if method == "supervised":
-        return Arm(text, method, label=arg or None, description=f"supervised on {arg or 'the base label'}")
+    if method in LABEL_METHODS:
+        what = "cross-entropy" if method == "supervised" else "SupCon"
+        return Arm(text, method, label=arg or None, description=f"{what} on {arg or 'the base label'}")
     if arg:
         raise MedclInputError(f"--methods: {spec!r}: method {method} takes no ':' argument")
     return Arm(text, method, description="untrained encoder (lower bound)" if method == RANDOM_INIT else method)

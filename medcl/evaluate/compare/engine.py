@@ -22,7 +22,7 @@ import numpy as np
 
 from medcl.atomic import atomic_path, json_safe, write_json, write_text
 from medcl.errors import MedclInputError
-from medcl.evaluate.compare.arms import RANDOM_INIT, Arm, CompareSettings, _check_unique
+from medcl.evaluate.compare.arms import LABEL_METHODS, RANDOM_INIT, Arm, CompareSettings, _check_unique
 from medcl.evaluate.compare.fingerprints import (
     FINGERPRINT_FILE,
     cohort_digest,
@@ -98,8 +98,8 @@ def plan(base: PretrainConfig, arms: Sequence[Arm], settings: CompareSettings) -
     resolved: dict[str, Any] = {}
     cohort_sha: dict[str, str] = {}
     for arm in arms:
-        if arm.method == "supervised" and arm.label is None and base.label is None:
-            raise MedclInputError(f"--methods: {arm.name!r} needs a label: write supervised:LABEL")
+        if arm.method in LABEL_METHODS and arm.label is None and base.label is None:
+            raise MedclInputError(f"--methods: {arm.name!r} needs a label: write {arm.method}:LABEL")
         if arm.trains:
             try:
                 resolved[arm.name] = prepare(arm_config(base, arm, 0)).config

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from medcl.evaluate.compare.arms import PRIOR_METHODS, Arm
+from medcl.evaluate.compare.arms import LABEL_METHODS, PRIOR_METHODS, Arm
 
 if TYPE_CHECKING:
     from medcl.data.cohort import Cohort
@@ -47,12 +47,12 @@ def run_health(run_path: Path) -> tuple[bool, str | None]:
 def proxy_mark(cohort: Cohort, arm: Arm, label: str, train_idx: np.ndarray) -> tuple[bool, str | None, dict]:
     """Is the arm's prior the probed label or a close proxy of it? ``(marked, reason, measures)``.
 
-    The label itself: an attribute named like the label, or the supervised arm's label. A close
+    The label itself: an attribute named like the label, or a label arm's (supervised, supcon) label. A close
     proxy: |Pearson r| >= PROXY_CORRELATION for a scalar attribute, or CKA >= PROXY_CKA between the
     attribute's (or the whole prior's) kernel and the label's kernel, on the labelled training
     subjects. ``measures`` maps each attribute (and the combination) to its r / CKA.
     """
-    if arm.method == "supervised":
+    if arm.method in LABEL_METHODS:
         if arm.label == label:
             return True, f"trained on {label!r} itself", {}
         return False, None, {}

@@ -1,0 +1,119 @@
+"""Baselines at full strength: sweep a baseline's temperature x augmentation strength on the demo cohort.
+
+Each cell of the grid is one ``medcl compare`` (the command a user runs) on the embedded demo
+cohort at the demo's budget, with ``--set loss.temperature=T --set augmentation.strength=A``, in
+its own folder ``OUT/<method>/t<T>_s<A>``: finished runs are reused when their fingerprint matches,
+so the sweep can be extended (more seeds, more cells) or rerun for its table without retraining.
+The held-out linear probe of the diagnosis (ROC-AUC, mean and sd over seeds) is tabulated per
+cell, as markdown for docs/baselines.md.
+
+    python bench/baselines.py --out /tmp/baselines --dims 2 --seeds 2 \\
+        --method simclr --temperatures 0.1,0.2,0.5 --strengths 0.5,1.0 [--dry-run]
+
+Run it with ``nice`` and ``OMP_NUM_THREADS=1`` on a shared machine. ``--dry-run`` prints the
+commands (and, from the demo's measured time per run, an estimate) without training.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+SECONDS_PER_RUN = {2: 30, 3: 1800}
+"""Training + probe time of one demo-budget run on 2 idle CPU cores: 2D measured (25-30 s); 3D the
+middle of the 10-50 minutes docs/kernel_spectrum.md measured for a 32^3 run. Used by ``--dry-run``."""
+
+
+def prepare(out: Path, dims: int) -> tuple[Path, Path]:
+    """The demo cohort and the demo's base config (YAML) under ``out`` (reused when present)."""
+    from medcl.demo import DemoSettings, base_config, demo_cohort
+
+    settings = DemoSettings(dims=dims)
+    manifest = demo_cohort(out / "demo", settings)
+    config = out / "demo" / "base_config.yaml"
+    data = base_config(manifest, settings).model_dump(mode="json")
+    config.write_text(yaml.safe_dump(data, sort_keys=False))
+    return manifest, config
+
+
+def cell_command(manifest: Path, config: Path, out: Path, method: str, temperature: float,
+                 strength: float, seeds: int, extra: list[str]) -> list[str]:
+    """The ``medcl compare`` command line of one grid cell (``extra``: more ``--set`` overrides)."""
+    overrides = [f"loss.temperature={temperature}", f"augmentation.strength={strength}", *extra]
+    return [sys.executable, "-m", "medcl", "compare", "--manifest", str(manifest), "--config", str(config),
+            "--methods", method, "--baseline", method, "--label", "diagnosis", "--seeds", str(seeds),
+            *[a for o in overrides for a in ("--set", o)], "--out", str(out)]
+
+
+def cell_result(out: Path, method: str) -> dict | None:
+    """Mean and sd over seeds of the held-out diagnosis AUC of a finished cell (None: not run yet)."""
+    path = out / "summary.json"
+    if not path.is_file():
+        return None
+    rows = [r for r in json.loads(path.read_text())["summary"] if r["arm"] == method and r["label"] == "diagnosis"]
+    return rows[0] if rows else None
+
+
+def table(results: dict[tuple[float, float], dict | None], temperatures: list[float],
+          strengths: list[float]) -> str:
+    """Markdown: one row per temperature, one column per strength, ``mean ± sd (seeds)``."""
+    def cell(r: dict | None) -> str:
+        if r is None or r["mean"] is None:
+            return "–"
+        sd = f" ± {r['sd']:.3f}" if r["sd"] is not None else ""
+        return f"{r['mean']:.3f}{sd} ({r['seeds']})" + (" !" if r["collapsed"] else "")
+
+    head = "| temperature | " + " | ".join(f"strength {s:g}" for s in strengths) + " |"
+    rule = "|---|" + "---|" * len(strengths)
+    rows = [f"| {t:g} | " + " | ".join(cell(results[(t, s)]) for s in strengths) + " |" for t in temperatures]
+    return "\n".join([head, rule, *rows])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--dims", type=int, choices=(2, 3), default=2)
+    parser.add_argument("--seeds", type=int, default=2)
+    parser.add_argument("--method", default="simclr", help="a baseline with a temperature: simclr, dcl, supcon")
+    parser.add_argument("--temperatures", default="0.1,0.2,0.5")
+    parser.add_argument("--strengths", default="0.5,1.0")
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        help="another base-config override for every cell, e.g. encoder.first_stride=2")
+    parser.add_argument("--dry-run", action="store_true", help="print the commands and an estimated time")
+    args = parser.parse_args(argv)
+    temperatures = [float(t) for t in args.temperatures.split(",")]
+    strengths = [float(s) for s in args.strengths.split(",")]
+    cells = [(t, s) for t in temperatures for s in strengths]
+    out = args.out / f"{args.dims}d"
+    if args.dry_run:
+        manifest, config = out / "demo" / "cohort" / "manifest.yaml", out / "demo" / "base_config.yaml"
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+        manifest, config = prepare(out, args.dims)
+    results = {}
+    for t, s in cells:
+        folder = out / args.method / f"t{t:g}_s{s:g}"
+        command = cell_command(manifest, config, folder, args.method, t, s, args.seeds, args.overrides)
+        if args.dry_run:
+            print(" ".join(command))
+            results[(t, s)] = None
+            continue
+        print(f"== {args.method} temperature {t:g}, strength {s:g}", flush=True)
+        subprocess.run(command, check=True)
+        results[(t, s)] = cell_result(folder, args.method)
+    if args.dry_run:
+        minutes = len(cells) * args.seeds * SECONDS_PER_RUN[args.dims] / 60
+        print(f"# {len(cells)} cells x {args.seeds} seeds: about {minutes:.0f} min on 2 idle CPU cores")
+        return 0
+    print(f"\n{args.method}, {args.dims}D demo cohort, held-out diagnosis ROC-AUC (mean ± sd over seeds):\n")
+    print(table(results, temperatures, strengths))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
