@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -85,22 +86,25 @@ def test_a_rewritten_scan_is_preprocessed_again(cohort_dir, tmp_path, preprocess
     torch.testing.assert_close(ImageDataset(cohort_dir, [4], cache="disk", cache_dir=tmp_path)[0]["image"], fresh)
 
 
-def _fill_in_child(manifest: str, cache: str, out: str) -> None:
-    report = warm_cache(Cohort.from_manifest(manifest), cache_dir=cache, progress=False)
-    Path(out).write_text(f"{report.built} {report.cached}")
+_FILL_IN_CHILD = """
+import sys
+from pathlib import Path
+from medcl.data.cohort import Cohort
+from medcl.data.preprocessed import warm_cache
+report = warm_cache(Cohort.from_manifest(sys.argv[1]), cache_dir=sys.argv[2], progress=False)
+Path(sys.argv[3]).write_text(f"{report.built} {report.cached}")
+"""
 
 
 def test_two_processes_filling_at_once_leave_a_valid_cache(tmp_path):
+    # fresh interpreters, not fork: a forked child of a process whose thread pools already ran can hang
     manifest = generate_cohort(tmp_path / "c", dims=3, subjects=24, size=16, seed=1)
     cache = tmp_path / "cache"
-    context = multiprocessing.get_context("fork")
-    procs = [context.Process(target=_fill_in_child, args=(str(manifest), str(cache), str(tmp_path / f"r{k}")))
-             for k in range(2)]
+    procs = [subprocess.Popen([sys.executable, "-c", _FILL_IN_CHILD, str(manifest), str(cache),
+                               str(tmp_path / f"r{k}")], stderr=subprocess.PIPE, text=True) for k in range(2)]
     for p in procs:
-        p.start()
-    for p in procs:
-        p.join(120)
-        assert p.exitcode == 0
+        _, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err[-2000:]
     reports = [tuple(map(int, (tmp_path / f"r{k}").read_text().split())) for k in range(2)]
     assert all(built + cached == 24 for built, cached in reports)
     folder = cache_folder(Cohort.from_manifest(manifest).manifest, cache)

@@ -8,7 +8,8 @@ prior), held-out diagnosis AUC (docs/reproducibility.md; ``python bench/prior_te
 
 - kernel DU, oracle prior (delta kernel on the diagnosis), seeds 0-2: native AVX512
   .949/.940/.978, ``ATEN_CPU_CAPABILITY=avx2`` the same, ``=default`` .954/.932/.946, one thread
-  .925/.901/.882; over seeds 0-9 native .633-.978 (seed 7 misses the lesion in every arm);
+  .925/.901/.882, the ``monai`` augmentation backend .960/.953/.893; over seeds 0-9 native
+  .633-.978 (seed 7 misses the lesion in every arm);
 - plain DU, seeds 0-9 native .589-.928 (mean .854), seeds 0-5 default .832-.935;
 - random init (no training, so no chaos): seeds 0-2 .644/.732/.656.
 
@@ -20,7 +21,7 @@ float path, and is asserted here:
 
 - the oracle prior's encoder beats the random-init encoder on held-out subjects, on the mean over
   seeds 0-2, by more than ``OVER_RANDOM_INIT`` (measured +.28 native, +.27 default, +.23 one
-  thread; one missed run among the three would still leave about +.17);
+  thread, +.26 monai backend; one missed run among the three would still leave about +.17);
 - the training loss of the oracle runs, and of every kernel method with the default prior
   (oracle, informative scores, pure noise), falls.
 """
