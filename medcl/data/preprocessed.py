@@ -257,13 +257,16 @@ def _fill(images: PreprocessedImages, workers: int, *, progress: bool) -> WarmRe
     from tqdm import tqdm  # not tqdm.auto: its asyncio class iterates a DataLoader twice (workers start twice)
 
     bar = tqdm(loader, total=len(missing), desc="preprocessing", unit="scan", disable=not progress)
-    for status, problem in bar:
-        if status == "failed":
-            report.problems.append(problem)
-        elif status == "built":
-            report.built += 1
-        else:
-            report.cached += 1
+    # A DataLoader draws its base seed from torch's global generator: without the fork, a run whose
+    # cache was cold would initialise its weights from another state than the same seed with a warm one.
+    with torch.random.fork_rng(devices=[]):
+        for status, problem in bar:
+            if status == "failed":
+                report.problems.append(problem)
+            elif status == "built":
+                report.built += 1
+            else:
+                report.cached += 1
     report.seconds = time.perf_counter() - start
     if report.problems:
         raise InputProblems(report.problems)

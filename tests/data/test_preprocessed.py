@@ -193,3 +193,14 @@ def test_parallel_fill_builds_every_entry(tmp_path):
     assert "preprocessed 16 of 16 scan(s) (0 already cached)" in report.line()
     again = warm_cache(Cohort.from_manifest(manifest), cache_dir=tmp_path / "cache", workers=2, progress=False)
     assert (again.built, again.cached) == (0, 16)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_filling_the_cache_leaves_the_global_random_state_alone(cohort_dir, tmp_path, workers):
+    # a run seeds, then builds its datasets (which may fill a cold cache), then its weights: a cold and
+    # a warm cache must give the same weights for the same seed
+    torch.manual_seed(0)
+    before = torch.get_rng_state()
+    report = warm_cache(Cohort.from_manifest(cohort_dir), cache_dir=tmp_path, workers=workers, progress=False)
+    assert report.built == 12
+    assert torch.equal(torch.get_rng_state(), before)
