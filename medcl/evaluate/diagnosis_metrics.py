@@ -41,7 +41,7 @@ def youden_threshold(y: np.ndarray, p: np.ndarray) -> tuple[float, str | None]:
 
 
 def _binary(y: np.ndarray, p: np.ndarray, threshold: float) -> dict[str, float]:
-    from sklearn.metrics import roc_auc_score
+    from sklearn.metrics import brier_score_loss, roc_auc_score
 
     y = y.astype(int)
     pred = p >= threshold
@@ -53,7 +53,7 @@ def _binary(y: np.ndarray, p: np.ndarray, threshold: float) -> dict[str, float]:
         "balanced_accuracy": float(np.nanmean([sens, spec])) if pos.any() or neg.any() else math.nan,
         "sensitivity": sens,
         "specificity": spec,
-        "brier": float(np.mean((p - y) ** 2)),
+        "brier": float(brier_score_loss(y, p, pos_label=1)),
         "ece": calibration_table(y, p)["ece"],
     }
 
