@@ -37,7 +37,7 @@ BASELINE = "du"
 LABELS = ("diagnosis", "age")
 VAE_STAMP = "vae_latent.json"
 
-METHODS: tuple[Arm, ...] = (
+ARMS: tuple[Arm, ...] = (
     Arm("random_init", "random_init", description="randomly initialised encoder (lower bound)"),
     Arm("simclr", "simclr", description="SimCLR / InfoNCE"),
     Arm("y_aware_age", "y_aware", attributes=("age",), description="y-Aware InfoNCE on age"),
@@ -50,8 +50,8 @@ METHODS: tuple[Arm, ...] = (
         description="cross-entropy on diagnosis (supervised upper bound)"),
     Arm("supcon", "supcon", label="diagnosis", description="SupCon on diagnosis (with its instance mix)"),
 )
-METHOD_NAMES = tuple(m.name for m in METHODS)
-DEFAULT_METHODS = tuple(name for name in METHOD_NAMES if name != "supcon")
+ARM_NAMES = tuple(m.name for m in ARMS)
+DEFAULT_ARMS = tuple(name for name in ARM_NAMES if name != "supcon")
 """The demo's arms unless ``methods`` says otherwise (SupCon on request: it costs a run per seed)."""
 
 
@@ -80,7 +80,7 @@ class DemoSettings(BaseModel):
     vae_epochs: int = Field(15, ge=1)
     probe_folds: int = Field(5, ge=2)
     probe_repeats: int = Field(3, ge=1, description="fold draws of the probe CV, averaged")
-    methods: list[str] = list(DEFAULT_METHODS)
+    methods: list[str] = list(DEFAULT_ARMS)
     generator: dict[str, Any] = Field(default_factory=dict, description="SyntheticConfig overrides")
 
     @classmethod
@@ -101,9 +101,9 @@ class DemoSettings(BaseModel):
 
     @model_validator(mode="after")
     def _check_methods(self) -> DemoSettings:
-        unknown = [m for m in self.methods if m not in METHOD_NAMES]
+        unknown = [m for m in self.methods if m not in ARM_NAMES]
         if unknown:
-            raise ValueError(f"demo methods {unknown} unknown; choose from {list(METHOD_NAMES)}")
+            raise ValueError(f"demo methods {unknown} unknown; choose from {list(ARM_NAMES)}")
         if BASELINE not in self.methods:
             raise ValueError(f"the demo compares against {BASELINE!r}: keep it in methods")
         return self
@@ -218,7 +218,7 @@ def run_demo(
     if "kdu_vae" in s.methods:
         say("training the VAE prior")
         manifest = _vae_manifest(manifest, s, out / "cache")
-    arms = [m for m in METHODS if m.name in s.methods]
+    arms = [m for m in ARMS if m.name in s.methods]
     compare = CompareSettings(labels=list(LABELS), seeds=s.seeds, folds=s.probe_folds,
                               repeats=s.probe_repeats, baseline=BASELINE,
                               train_sizes=[25, 50, "all"], colour_by=["site"],

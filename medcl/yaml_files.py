@@ -1,4 +1,5 @@
-"""Reading the YAML files users write (manifests, run configs) with errors that name the file."""
+"""Reading the YAML files users write (manifests, run configs) with errors that name the file, and
+the dotted ``key=value`` overrides of a command line (``--set optimizer.lr=0.01``)."""
 
 from __future__ import annotations
 
@@ -29,3 +30,38 @@ def validation_problems(err: ValidationError, source: str) -> list[str]:
         loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
         out.append(f"{source}: {loc}: {e['msg']}")
     return out
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """Parse ``key.sub=value`` into (["key", "sub"], value) with ``value`` read as a YAML scalar."""
+    if "=" not in item:
+        raise MedclInputError(f"--set {item!r}: expected key=value (e.g. optimizer.lr=0.01)")
+    key, raw = item.split("=", 1)
+    key = key.strip()
+    if not key or any(not p for p in key.split(".")):
+        raise MedclInputError(f"--set {item!r}: empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as err:
+        raise MedclInputError(f"--set {item!r}: value is not valid YAML ({err})") from None
+    return key.split("."), value
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    """Return a copy of ``data`` with dotted ``key=value`` overrides applied (not yet validated)."""
+    import copy
+
+    data = copy.deepcopy(data)
+    for item in overrides:
+        parts, value = parse_override(item)
+        node = data
+        for i, p in enumerate(parts[:-1]):
+            child = node.get(p)
+            if child is None:
+                child = node[p] = {}
+            if not isinstance(child, dict):
+                where = ".".join(parts[: i + 1])
+                raise MedclInputError(f"--set {item!r}: {where} is a value, not a section")
+            node = child
+        node[parts[-1]] = value
+    return data

@@ -14,6 +14,10 @@ import typer
 
 DEFAULT_INSTANCE_WEIGHT = 0.03  # medcl.pretrain.config.DEFAULT_INSTANCE_WEIGHT (not imported: keeps --help fast)
 DEFAULT_BANDWIDTH_RULE = "joint"  # medcl.pretrain.config.DEFAULT_BANDWIDTH_RULE, likewise
+METHODS_HELP = ("du, simclr, dcl, align_uniform, random_init, kernel_du:ATTR[+ATTR], y_aware:ATTR, "
+                "supervised:LABEL (cross-entropy / regression), supcon:LABEL")
+"""``medcl.evaluate.compare.methods_help()``, spelled out so that ``--help`` does not import torch (the
+method records do); tests/losses/test_method_records.py fails when the two differ."""
 
 
 def _parse_sizes(text: str | None) -> list[int | str] | None:
@@ -147,8 +151,10 @@ def attributes_command(
 
     from medcl.atomic import write_json
     from medcl.data.cohort import Cohort
+    from medcl.data.kernel_spectra import cohort_spectra
     from medcl.evaluate.attributes import attribute_alignment
-    from medcl.kernels.spectrum import cohort_spectra, spectrum_table
+    from medcl.kernels.spectrum import spectrum_table
+    from medcl.pretrain.config import resolve_lam
 
     cohort = Cohort.from_manifest(manifest, check_files=False)
     report = attribute_alignment(
@@ -156,7 +162,7 @@ def attributes_command(
         split=None if split == "all" else split,
     )
     typer.echo(report.table())
-    lam_value: float | str = lam if lam == "inv_sqrt_batch" else _parse_lam(lam)
+    lam_value = resolve_lam(lam if lam == "inv_sqrt_batch" else _parse_lam(lam), batch_size)
     train = np.flatnonzero(np.asarray(cohort.split()) == "train")
     kernels = {n: [n] for n in cohort.attribute_names}
     kernels.update({c: c.split("+") for c in combos})
@@ -196,8 +202,7 @@ def compare_command(
     config: Path = typer.Option(..., "--config", "-c", help="base pretraining config (YAML): encoder, budget"),
     methods: str = typer.Option(
         ..., "--methods",
-        help="comma-separated arms: du, simclr, dcl, align_uniform, random_init, kernel_du:ATTR[+ATTR], "
-        "y_aware:ATTR, supervised:LABEL (cross-entropy / regression), supcon:LABEL",
+        help=f"comma-separated arms: {METHODS_HELP}",
     ),
     labels: list[str] = typer.Option(..., "--label", help="label to probe (repeat for several)"),
     out: Path = typer.Option(..., "--out", "-o", help="folder for runs, results.csv, summary.json, report"),

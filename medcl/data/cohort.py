@@ -18,15 +18,15 @@ import numpy as np
 import pandas as pd
 
 from medcl.data.columns import (
-    _Attribute,
-    _Label,
-    _parse_categories,
-    _parse_embedding,
-    _parse_label,
-    _parse_numbers,
-    _Problems,
-    _readonly,
-    _required_columns,
+    ParsedAttribute,
+    ParsedLabel,
+    ProblemList,
+    parse_categories,
+    parse_embedding,
+    parse_label,
+    parse_numbers,
+    readonly,
+    required_columns,
 )
 from medcl.data.manifest import Manifest, load_manifest
 from medcl.data.splits import SPLIT_NAMES, folds_to_split, group_kfold, split_problems
@@ -49,8 +49,8 @@ class Cohort:
         subject_ids: list[str],
         patient_ids: list[str],
         image_paths: list[Path],
-        attributes: dict[str, _Attribute],
-        labels: dict[str, _Label],
+        attributes: dict[str, ParsedAttribute],
+        labels: dict[str, ParsedLabel],
         split_column: np.ndarray | None,
     ) -> None:
         self._manifest = manifest
@@ -119,7 +119,7 @@ class Cohort:
         return [lab.name for lab in self._manifest.labels]
 
     # -- attributes ---------------------------------------------------------------------------
-    def _attribute(self, name: str) -> _Attribute:
+    def _attribute(self, name: str) -> ParsedAttribute:
         if name not in self._attributes:
             raise MedclInputError(f"no attribute {name!r} in manifest; known: {self.attribute_names}")
         return self._attributes[name]
@@ -185,7 +185,7 @@ class Cohort:
         return PriorKernel(terms, combine=combine or self._manifest.kernel_combine, **options)
 
     # -- labels -------------------------------------------------------------------------------
-    def _label(self, name: str) -> _Label:
+    def _label(self, name: str) -> ParsedLabel:
         if name not in self._labels:
             raise MedclInputError(f"no label {name!r} in manifest; known: {self.label_names}")
         return self._labels[name]
@@ -212,7 +212,7 @@ class Cohort:
         key = (k, seed)
         if key not in self._folds_cache:
             y = self.label(spec.stratify) if spec.stratify else None
-            self._folds_cache[key] = _readonly(group_kfold(self._patient_ids, k, seed=seed, y=y))
+            self._folds_cache[key] = readonly(group_kfold(self._patient_ids, k, seed=seed, y=y))
         return self._folds_cache[key].copy()
 
     def split(self) -> np.ndarray:
@@ -273,7 +273,7 @@ def parse_cohort(manifest: Manifest, *, check_files: bool = True) -> tuple[Cohor
     attributes, labels or paths could not be parsed) and must not be used for training. A problem
     with the table file itself (missing, unreadable, empty) is returned alone, with no cohort.
     """
-    problems = _Problems()
+    problems = ProblemList()
     try:
         # The table and feature files are named by the manifest's author, so only paths read
         # from the table (images) are held inside the data root.
@@ -283,7 +283,7 @@ def parse_cohort(manifest: Manifest, *, check_files: bool = True) -> tuple[Cohor
     tname = manifest.table
     n = len(table)
 
-    missing_cols = [(c, why) for c, why in _required_columns(manifest) if c not in table.columns]
+    missing_cols = [(c, why) for c, why in required_columns(manifest) if c not in table.columns]
     for col, why in missing_cols:
         problems.add(f"{tname}: no column {col!r} (named by {why}); columns are {list(table.columns)}")
     absent = {c for c, _ in missing_cols}
@@ -336,34 +336,34 @@ def parse_cohort(manifest: Manifest, *, check_files: bool = True) -> tuple[Cohor
         problems.rows(where, bad, "missing images")
 
     # attributes
-    attributes: dict[str, _Attribute] = {}
+    attributes: dict[str, ParsedAttribute] = {}
     for spec in manifest.attributes:
         if spec.type == "embedding":
-            attr = _parse_embedding(manifest, spec, subject_ids, problems)
+            attr = parse_embedding(manifest, spec, subject_ids, problems)
         elif spec.source_column in absent:
             continue
         else:
             texts = as_text(table[spec.source_column])
             where = col_where(spec.source_column)
             if spec.type == "continuous":
-                attr = _Attribute(spec, _parse_numbers(texts, where, problems)[:, None], None)
+                attr = ParsedAttribute(spec, parse_numbers(texts, where, problems)[:, None], None)
             else:
-                codes, cats = _parse_categories(texts, spec, where, problems)
-                attr = _Attribute(spec, codes[:, None], cats)
+                codes, cats = parse_categories(texts, spec, where, problems)
+                attr = ParsedAttribute(spec, codes[:, None], cats)
             if all(t is None for t in texts):
                 problems.add(f"{where}: attribute {spec.name!r} is missing for every subject")
         if attr is not None:
-            attributes[spec.name] = _Attribute(attr.spec, _readonly(attr.values.astype(np.float32)),
+            attributes[spec.name] = ParsedAttribute(attr.spec, readonly(attr.values.astype(np.float32)),
                                                attr.categories)
 
     # labels
-    labels: dict[str, _Label] = {}
+    labels: dict[str, ParsedLabel] = {}
     for lspec in manifest.labels:
         if lspec.source_column in absent:
             continue
-        values, classes = _parse_label(as_text(table[lspec.source_column]), lspec,
+        values, classes = parse_label(as_text(table[lspec.source_column]), lspec,
                                        col_where(lspec.source_column), problems)
-        labels[lspec.name] = _Label(lspec, _readonly(values), classes)
+        labels[lspec.name] = ParsedLabel(lspec, readonly(values), classes)
 
     # split
     split_column = None
@@ -372,7 +372,7 @@ def parse_cohort(manifest: Manifest, *, check_files: bool = True) -> tuple[Cohor
         raw = as_text(table[spec.column])
         for line in split_problems(raw, patient_ids, where=col_where(spec.column)):
             problems.add(line)
-        split_column = _readonly(np.array([t or "" for t in raw], dtype=object))
+        split_column = readonly(np.array([t or "" for t in raw], dtype=object))
     elif spec.method == "group_kfold":
         n_patients = len(set(patient_ids))
         if n_patients < spec.folds:

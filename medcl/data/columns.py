@@ -2,7 +2,7 @@
 
 Package-private helpers of :mod:`medcl.data.cohort` (``parse_cohort`` is their one caller): each
 parser reads one column's texts, returns the parsed values and adds a line naming the file, row and
-column to :class:`_Problems` for every bad row (at most :data:`MAX_ROWS_PER_PROBLEM` per column and
+column to :class:`ProblemList` for every bad row (at most :data:`MAX_ROWS_PER_PROBLEM` per column and
 kind of problem).
 """
 
@@ -21,20 +21,20 @@ MAX_ROWS_PER_PROBLEM = 5
 
 
 @dataclass(frozen=True)
-class _Attribute:
+class ParsedAttribute:
     spec: AttributeSpec
     values: np.ndarray  # (n, k) float32, NaN where missing
     categories: list[str] | None
 
 
 @dataclass(frozen=True)
-class _Label:
+class ParsedLabel:
     spec: LabelSpec
     values: np.ndarray  # (n,) float64, NaN where missing
     classes: list[str] | None
 
 
-def _readonly(a: np.ndarray) -> np.ndarray:
+def readonly(a: np.ndarray) -> np.ndarray:
     a.setflags(write=False)
     return a
 
@@ -47,7 +47,7 @@ def _sorted_values(values: set[str]) -> list[str]:
         return sorted(values)
 
 
-class _Problems:
+class ProblemList:
     """Collects problem lines; per-row problems are capped per (where, what)."""
 
     def __init__(self) -> None:
@@ -64,7 +64,7 @@ class _Problems:
             self.lines.append(f"{where}: ... and {len(bad) - MAX_ROWS_PER_PROBLEM} more row(s) with {what}")
 
 
-def _parse_numbers(texts: list[str | None], where: str, problems: _Problems) -> np.ndarray:
+def parse_numbers(texts: list[str | None], where: str, problems: ProblemList) -> np.ndarray:
     out = np.full(len(texts), np.nan)
     bad: list[tuple[int, str]] = []
     for i, t in enumerate(texts):
@@ -83,8 +83,8 @@ def _parse_numbers(texts: list[str | None], where: str, problems: _Problems) -> 
     return out
 
 
-def _parse_categories(
-    texts: list[str | None], spec: AttributeSpec, where: str, problems: _Problems
+def parse_categories(
+    texts: list[str | None], spec: AttributeSpec, where: str, problems: ProblemList
 ) -> tuple[np.ndarray, list[str]]:
     observed = {t for t in texts if t is not None}
     if spec.categories is not None:
@@ -102,12 +102,12 @@ def _parse_categories(
     return codes, categories
 
 
-def _parse_label(
-    texts: list[str | None], spec: LabelSpec, where: str, problems: _Problems
+def parse_label(
+    texts: list[str | None], spec: LabelSpec, where: str, problems: ProblemList
 ) -> tuple[np.ndarray, list[str] | None]:
     name = spec.name
     if spec.type == "continuous":
-        values = _parse_numbers(texts, where, problems)
+        values = parse_numbers(texts, where, problems)
         known = values[~np.isnan(values)]
         if len(known) == 0:
             problems.add(f"{where}: label {name!r} is missing for every subject")
@@ -140,7 +140,7 @@ def _parse_label(
     return values, classes
 
 
-def _required_columns(m: Manifest) -> list[tuple[str, str]]:
+def required_columns(m: Manifest) -> list[tuple[str, str]]:
     cols = [(m.subject_column, "subject_column"), (m.image.column, "image.column")]
     if m.patient_column:
         cols.append((m.patient_column, "patient_column"))
@@ -151,9 +151,9 @@ def _required_columns(m: Manifest) -> list[tuple[str, str]]:
     return cols
 
 
-def _parse_embedding(
-    manifest: Manifest, spec: AttributeSpec, subject_ids: list[str], problems: _Problems
-) -> _Attribute | None:
+def parse_embedding(
+    manifest: Manifest, spec: AttributeSpec, subject_ids: list[str], problems: ProblemList
+) -> ParsedAttribute | None:
     assert spec.features is not None
     try:
         ids, feats = read_features(manifest.base_dir / spec.features, manifest.subject_column)
@@ -171,4 +171,4 @@ def _parse_embedding(
     if found == 0 or np.isnan(values).any(axis=1).all():
         problems.add(f"attribute {spec.name!r}: feature file {spec.features} has no usable row for any "
                      f"subject of the table (ids are matched on {manifest.subject_column!r})")
-    return _Attribute(spec, values, None)
+    return ParsedAttribute(spec, values, None)

@@ -115,10 +115,10 @@ def cka_permutation_test(
     n = np.shape(kernel)[0]
     if len(labels) != n:
         raise MedclInputError(f"kernel is {n}x{n} but there are {len(labels)} labels")
-    return _alignment_test(kernel, label_features(labels, kind), permutations, seed)
+    return alignment_test(kernel, label_features(labels, kind), permutations, seed)
 
 
-def _alignment_test(kernel: np.ndarray, f: np.ndarray, permutations: int, seed: int) -> tuple[float, float]:
+def alignment_test(kernel: np.ndarray, f: np.ndarray, permutations: int, seed: int) -> tuple[float, float]:
     """CKA(K, F F^T) and its permutation p-value (rows of F permuted)."""
     kc = center_kernel(kernel)
     n = kc.shape[0]
@@ -279,7 +279,7 @@ def attribute_alignment(
         kernel.fit(values[idx], missing[idx])
         k = kernel(values[idx], missing[idx])
         k = k.detach().cpu().double().numpy() if hasattr(k, "detach") else np.asarray(k, dtype=np.float64)
-        cka, p = _alignment_test(k, features, permutations, seed)
+        cka, p = alignment_test(k, features, permutations, seed)
         if not math.isfinite(cka):
             notes.append(f"{'+'.join(names)}: kernel is constant on these subjects (CKA undefined)")
         rows.append(AttributeAlignment(list(names), cka, p, len(idx)))

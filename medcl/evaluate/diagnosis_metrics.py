@@ -61,7 +61,7 @@ def _binary(y: np.ndarray, p: np.ndarray, threshold: float) -> dict[str, float]:
 def _multiclass(y: np.ndarray, proba: np.ndarray) -> dict[str, float]:
     from sklearn.metrics import balanced_accuracy_score
 
-    from medcl.evaluate.metrics import _macro_ovr_auc
+    from medcl.evaluate.metrics import macro_ovr_auc
 
     y = y.astype(int)
     onehot = np.eye(proba.shape[1])[y]
@@ -70,7 +70,7 @@ def _multiclass(y: np.ndarray, proba: np.ndarray) -> dict[str, float]:
         warnings.simplefilter("ignore")  # "y_pred contains classes not in y_true"
         bacc = float(balanced_accuracy_score(y, top))
     return {
-        "roc_auc": _macro_ovr_auc(y, proba),
+        "roc_auc": macro_ovr_auc(y, proba),
         "balanced_accuracy": bacc,
         "brier": float(np.mean(np.sum((proba - onehot) ** 2, axis=1))),
         "ece": calibration_table((top == y).astype(int), proba.max(axis=1))["ece"],

@@ -1,7 +1,9 @@
 """Encode a cohort once with a frozen encoder: batched, no augmentation, with a progress bar.
 
 Probes, the demo and reports all start from the same ``(n, F)`` feature matrix; computing it once
-and reusing it for every fold and training size is what keeps probing cheap.
+and reusing it for every fold and training size is what keeps probing cheap. ``encode_dataset`` (and
+``default_device``) live in :mod:`medcl.models.encode`, so that pretraining's online probe uses them
+too; they are importable from here as well.
 """
 
 from __future__ import annotations
@@ -12,18 +14,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from medcl.models.encode import default_device, encode_dataset
+
+__all__ = ["default_device", "encode_cohort", "encode_dataset", "run_images"]
+
 if TYPE_CHECKING:
     import torch
     from torch import nn
 
     from medcl.data.cohort import Cohort
-
-
-def default_device() -> str:
-    """``"cuda"`` when a GPU is visible, else ``"cpu"``."""
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def encode_cohort(
@@ -76,46 +75,3 @@ def run_images(run_dir: str | os.PathLike, cohort: Cohort, indices: Sequence[int
     settings = RunDir(run_dir).cache_settings()
     mode = settings["cache"] if cache is None or settings["cache"] == "none" else cache
     return ImageDataset(cohort, indices, cache=mode, cache_dir=settings["cache_dir"])
-
-
-def encode_dataset(
-    encoder: nn.Module,
-    dataset: Any,
-    *,
-    batch_size: int = 16,
-    num_workers: int = 0,
-    device: str | torch.device | None = None,
-    progress: bool = True,
-) -> np.ndarray:
-    """Features ``(len(dataset), F)`` of an :class:`~medcl.data.datasets.ImageDataset`, in order.
-
-    Use it to encode the same (memory-cached) images with several encoders without reloading them.
-    """
-    import torch
-    from torch.utils.data import DataLoader
-    from tqdm import tqdm  # not tqdm.auto: its asyncio class iterates a DataLoader twice (workers start twice)
-
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
-    device = torch.device(device or default_device())
-    was_training = encoder.training
-    encoder.eval()
-    moved = _move(encoder, device)
-    chunks: list[np.ndarray] = []
-    try:
-        with torch.inference_mode():
-            bar = tqdm(loader, desc="encoding", unit="batch", disable=not progress, leave=False)
-            for batch in bar:
-                out = moved(batch["image"].to(device, non_blocking=True))
-                chunks.append(out.float().cpu().numpy())
-    finally:
-        encoder.train(was_training)
-    if not chunks:
-        return np.zeros((0, int(getattr(encoder, "out_features", 0) or 0)), dtype=np.float32)
-    return np.concatenate(chunks).astype(np.float32, copy=False)
-
-
-def _move(encoder: nn.Module, device: torch.device) -> nn.Module:
-    """Move to ``device`` when the module holds parameters (an onnxruntime wrapper stays put)."""
-    if any(True for _ in encoder.parameters()):
-        return encoder.to(device)
-    return encoder

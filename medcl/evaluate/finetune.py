@@ -157,7 +157,7 @@ def finetune_run(
     from medcl.evaluate.features import run_images
     from medcl.evaluate.finetune_loop import Trainer, predict_outputs
     from medcl.evaluate.label_subsets import nested_train_subset, parse_train_size
-    from medcl.evaluate.probe_run import _run_encoder
+    from medcl.evaluate.probe_run import run_encoder
     from medcl.models.heads import DiagnosisModel
     from medcl.models.saved import MODEL_METRICS, diagnosis_document, save_diagnosis_model
 
@@ -176,7 +176,7 @@ def finetune_run(
     cohort = Cohort.from_manifest(manifest)
     kind = cohort.manifest.label(label).type
     y_all = cohort.label(label)
-    encoder = _run_encoder(run_dir, random_init=options.init == "scratch", seed=options.seed)
+    encoder = run_encoder(run_dir, random_init=options.init == "scratch", seed=options.seed)
     if not isinstance(encoder, nn.Module) or not any(p.requires_grad for p in encoder.parameters()):
         raise MedclInputError(f"{run_dir}: the encoder has no trainable parameters to fine-tune")
     split, labelled = cohort.split(), np.isfinite(y_all)

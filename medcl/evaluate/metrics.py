@@ -102,7 +102,7 @@ class ProbeResult:
         return "\n".join(lines)
 
 
-def _macro_ovr_auc(y: np.ndarray, proba: np.ndarray) -> float:
+def macro_ovr_auc(y: np.ndarray, proba: np.ndarray) -> float:
     from sklearn.metrics import roc_auc_score
 
     aucs = []
@@ -126,7 +126,7 @@ def classification_metrics(y: np.ndarray, proba: np.ndarray, kind: str) -> dict[
     if kind == "binary":
         auc = float(roc_auc_score(y, proba[:, 1])) if len(np.unique(y)) == 2 else float("nan")
     else:
-        auc = _macro_ovr_auc(y, proba)
+        auc = macro_ovr_auc(y, proba)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "y_pred contains classes not in y_true"
         bacc = float(balanced_accuracy_score(y, pred))

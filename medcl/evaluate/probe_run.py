@@ -18,7 +18,7 @@ from medcl.evaluate.metrics import ProbeResult, write_probe_result
 from medcl.evaluate.probe import probe_features
 
 
-def _run_encoder(run_dir: Path, *, random_init: bool, seed: int):
+def run_encoder(run_dir: Path, *, random_init: bool, seed: int):
     """The run's encoder (or a random one of the same spec) and its input spec."""
     from medcl.models.saved import load_safetensors
     from medcl.pretrain.run_dir import RunDir
@@ -121,7 +121,7 @@ def probe_run(
     cohort = Cohort.from_manifest(manifest)
     spec = cohort.manifest.label(label)  # raises for an unknown label, listing the known ones
     labels = cohort.label(label)
-    encoder = _run_encoder(run_dir, random_init=random_init, seed=seed or 0)
+    encoder = run_encoder(run_dir, random_init=random_init, seed=seed or 0)
     input_spec = dict(getattr(encoder, "input_spec", {}) or {})
     channels = input_spec.get("channels")
     if channels is not None and int(channels) != cohort.manifest.image.channels:

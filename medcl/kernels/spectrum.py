@@ -14,7 +14,9 @@ size:
   distances, so without ``prior.rescale_centroids`` the prior also lowers it to about ``t * kept_spread``.
 
 A kernel on one scalar attribute keeps a handful of directions whatever the batch size, so its
-retained fraction falls as the batch grows; see ``docs/kernel_spectrum.md``.
+retained fraction falls as the batch grows; see ``docs/kernel_spectrum.md``. The spectra of a
+cohort's attribute kernels are :func:`medcl.data.kernel_spectra.cohort_spectra`; ``lam`` is a number
+here (``PretrainConfig.lam`` resolves ``inv_sqrt_batch``).
 """
 
 from __future__ import annotations
@@ -28,7 +30,6 @@ import numpy as np
 from medcl.errors import MedclInputError
 
 if TYPE_CHECKING:
-    from medcl.data.cohort import Cohort
     from medcl.kernels import PriorKernel
 
 LOW_RETAINED_FRACTION = 0.3
@@ -50,20 +51,6 @@ class BatchSpectrum:
 
     def to_dict(self) -> dict[str, Any]:
         return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in asdict(self).items()}
-
-
-def resolve_lam(lam: float | str, batch_size: int) -> float:
-    """The ridge ``lam`` as a number: a float as is, ``"inv_sqrt_batch"`` as ``1 / sqrt(batch_size)``.
-
-    ``1 / sqrt(batch)`` is the default of the paper's official code. Raises MedclInputError otherwise.
-    """
-    if isinstance(lam, str):
-        if lam != "inv_sqrt_batch":
-            raise MedclInputError(f"loss.lam: expected a number > 0 or 'inv_sqrt_batch', got {lam!r}")
-        return 1.0 / float(np.sqrt(batch_size))
-    if isinstance(lam, bool) or not (isinstance(lam, int | float) and np.isfinite(lam) and lam > 0):
-        raise MedclInputError(f"loss.lam: expected a number > 0 or 'inv_sqrt_batch', got {lam!r}")
-    return float(lam)
 
 
 def batch_spectrum(
@@ -88,7 +75,8 @@ def batch_spectrum(
     n = len(values)
     if n < 2:
         raise MedclInputError(f"values: need at least 2 subjects for a batch spectrum, got {n}")
-    lam = resolve_lam(lam, batch_size)
+    if not (isinstance(lam, int | float) and not isinstance(lam, bool) and np.isfinite(lam) and lam > 0):
+        raise MedclInputError(f"lam: expected a number > 0, got {lam!r}")
     size = min(int(batch_size), n)
     rng = np.random.default_rng(seed)
     above, retained, kept = [], [], []
@@ -102,35 +90,6 @@ def batch_spectrum(
     return BatchSpectrum(name=name, batch_size=size, lam=lam, instance_weight=kernel.instance_weight,
                          eigenvalues_above_lam=float(np.mean(above)), retained_fraction=float(np.mean(retained)),
                          kept_spread=float(np.mean(kept)), batches=len(above))
-
-
-def cohort_spectra(
-    cohort: Cohort,
-    subjects: np.ndarray,
-    kernels: dict[str, list[str]],
-    *,
-    batch_size: int,
-    lam: float | str,
-    combine: str | None = None,
-    batches: int = 16,
-    seed: int = 0,
-    **options: Any,
-) -> list[BatchSpectrum]:
-    """Spectra of named attribute combinations, each fitted on ``subjects`` (the training split).
-
-    ``kernels`` maps a display name to attribute names, e.g. ``{"age": ["age"], "age+sex": [...]}``.
-    ``combine`` (None: the manifest's) and ``options`` (``instance_weight``, ``bandwidth_scale``,
-    ``bandwidth_rule``: :class:`medcl.kernels.PriorKernel`'s) apply to every kernel as in a run's prior.
-    """
-    out = []
-    lam_value = resolve_lam(lam, batch_size)
-    for display, names in kernels.items():
-        values, missing, _ = cohort.attribute_matrix(names)
-        kernel = cohort.prior_kernel(names, combine=combine, **options)
-        kernel.fit(values[subjects], missing[subjects])
-        out.append(batch_spectrum(kernel, values[subjects], missing[subjects], batch_size=batch_size,
-                                  lam=lam_value, batches=batches, seed=seed, name=display))
-    return out
 
 
 def spectrum_table(rows: Sequence[BatchSpectrum], with_instance: Sequence[BatchSpectrum] | None = None) -> str:

@@ -112,16 +112,6 @@ def _kept_spread(chol: torch.Tensor, lam: float) -> float:
     return float(_smooth(probes, chol, lam).square().sum()) / (n * _SPREAD_PROBES)
 
 
-def kernel_smoothed_centroids(mu: torch.Tensor, kernel: torch.Tensor, lam: float) -> torch.Tensor:
-    """``(K + lam I)^-1 K mu``, computed as ``mu - lam (K + lam I)^-1 mu`` from a Cholesky factor.
-
-    ``kernel`` (n, n) must be symmetric positive semi-definite; it is detached (no gradient).
-    Raises MedclInputError naming ``kernel`` when it is not square (n, n), not symmetric, or
-    when the Cholesky factorisation fails (K not PSD).
-    """
-    return _smooth(mu, _ridge_factor(kernel, mu.shape[0], lam, mu), lam)
-
-
 def kept_spread(kernel: torch.Tensor, lam: float) -> float:
     """Share ``r = ||(K + lam I)^-1 K||_F^2 / n`` of an isotropic batch's squared spread that the ridge keeps.
 

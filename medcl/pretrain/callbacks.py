@@ -232,21 +232,13 @@ class OnlineProbe(L.Callback):
         self._datasets: dict[str, Any] = {}
 
     def _features(self, module: L.LightningModule, part: str, idx: np.ndarray) -> np.ndarray:
-        from torch.utils.data import DataLoader
-
         from medcl.data.datasets import ImageDataset
+        from medcl.models.encode import encode_dataset
 
         if part not in self._datasets:
             self._datasets[part] = ImageDataset(self.cohort, idx, cache=self.cache, cache_dir=self.cache_dir)
-        loader = DataLoader(self._datasets[part], batch_size=self.batch_size, shuffle=False)
-        feats = []
-        was_training = module.training
-        module.eval()
-        with torch.no_grad():
-            for batch in loader:
-                feats.append(module(batch["image"].to(module.device)).float().cpu())
-        module.train(was_training)
-        return torch.cat(feats).numpy()
+        return encode_dataset(module.encoder, self._datasets[part], batch_size=self.batch_size,
+                              device=module.device, progress=False)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         epoch = trainer.current_epoch + 1

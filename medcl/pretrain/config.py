@@ -15,34 +15,42 @@ Overrides use dotted keys with YAML scalar values (``--set optimizer.lr=0.01``,
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from medcl.errors import InputProblems, MedclInputError
+from medcl.losses.registry import METHODS, MethodRecord, method_names
 from medcl.models.encoders import EncoderSpec
-from medcl.yaml_files import read_yaml, validation_problems
+from medcl.yaml_files import apply_overrides, read_yaml, validation_problems
 
 if TYPE_CHECKING:
     from medcl.data.manifest import Manifest
 
-Method = Literal["kernel_du", "du", "simclr", "y_aware", "dcl", "align_uniform", "supervised", "supcon"]
-METHODS: tuple[str, ...] = ("kernel_du", "du", "simclr", "y_aware", "dcl", "align_uniform", "supervised", "supcon")
-DU_METHODS = ("kernel_du", "du")
-LABEL_METHODS = ("supervised", "supcon")
-"""Methods trained on a manifest label: ``supervised`` (cross-entropy / regression through a linear
-head, the upper bound) and ``supcon`` (supervised contrastive)."""
 DEFAULT_INSTANCE_WEIGHT = 0.03
 DEFAULT_BANDWIDTH_RULE = "joint"
 DEFAULT_RESCALE_CENTROIDS = True
-DEFAULT_TEMPERATURE: dict[str, float] = {"simclr": 0.1, "dcl": 0.1, "y_aware": 0.1, "supcon": 0.5}
-"""``loss.temperature: null`` resolves to this per method (the InfoNCE-type losses). SimCLR, DCL and
-y-Aware use their papers' 0.1. SupCon uses 0.5: on the demo cohort (seed 0, instance mix 0.5) it
-reached diagnosis AUC .702 against .584 at 0.1 (random init .586); at 0.1 the own view dominates the
-partition function, so the label term barely moves the embedding."""
 DEFAULT_SUPCON_INSTANCE_MIX = 0.5
+
+
+def _temperature_methods() -> list[str]:
+    return [name for name, record in METHODS.items() if record.default_temperature is not None]
+
+
+def _check_method(value: str) -> str:
+    """A registered method name (:data:`medcl.losses.registry.METHODS`), read when the config is validated."""
+    if value not in METHODS:
+        expected = ", ".join(repr(m) for m in METHODS)
+        expected = " or ".join(expected.rsplit(", ", 1)) if len(METHODS) > 1 else expected
+        raise PydanticCustomError("literal_error", "Input should be {expected}", {"expected": expected})
+    return value
+
+
+MethodName = Annotated[str, AfterValidator(_check_method)]
 
 
 class _Strict(BaseModel):
@@ -57,7 +65,8 @@ class LossOptions(_Strict):
         0.01, description="kernel ridge regularisation (kernel_du), > 0; 'inv_sqrt_batch': 1/sqrt(batch_size)"
     )
     temperature: float | None = Field(
-        None, gt=0, description="InfoNCE temperature (simclr, dcl, y_aware, supcon); null: the method's default"
+        None, gt=0, description=f"InfoNCE temperature ({', '.join(_temperature_methods())}); null: the method's "
+        "default"
     )
     sigma: float | None = Field(
         None, gt=0, description="y_aware RBF bandwidth in the attribute's units; null: y_aware_sigma_scale x std"
@@ -195,11 +204,12 @@ class PretrainConfig(_Strict):
     """Everything a pretraining run needs; unknown keys are errors."""
 
     manifest: str = Field(..., description="cohort manifest (YAML); relative to the config file")
-    method: Method = Field("kernel_du", description="pretraining method (loss); see medcl.losses")
+    method: MethodName = Field("kernel_du", description="pretraining method (loss); see medcl.losses",
+                               json_schema_extra={"choices": list(METHODS)})
     attributes: list[str] | None = Field(
         None, description="manifest attributes for the prior kernel / y_aware (default: all)"
     )
-    label: str | None = Field(None, description="label name (methods supervised, supcon)")
+    label: str | None = Field(None, description=f"label name (methods {', '.join(method_names('label'))})")
     loss: LossOptions = LossOptions()
     prior: PriorOptions = PriorOptions()
     views: int = Field(2, ge=2, description="augmented views per subject")
@@ -261,15 +271,25 @@ class PretrainConfig(_Strict):
     def _check(self) -> PretrainConfig:
         if isinstance(self.loss.lam, float | int) and not self.loss.lam > 0:
             raise ValueError(f"loss.lam must be > 0 or 'inv_sqrt_batch', got {self.loss.lam}")
-        if self.method in LABEL_METHODS and self.label is None:
+        if self.record.uses_label and self.label is None:
             raise ValueError(f"method {self.method} needs 'label' (a manifest label name)")
         if self.probe.every_n_epochs > 0 and self.probe.label is None and self.label is not None:
             self.probe.label = self.label
         return self
 
     @property
+    def record(self) -> MethodRecord:
+        """The method's record (:mod:`medcl.losses.registry`): what it reads, its loss options, ..."""
+        return METHODS[self.method]
+
+    @property
     def uses_attributes(self) -> bool:
-        return self.method in ("kernel_du", "y_aware")
+        return self.record.uses_attributes
+
+    @property
+    def lam(self) -> float:
+        """``loss.lam`` as a number (:func:`resolve_lam` at this config's batch size)."""
+        return resolve_lam(self.loss.lam, self.batch_size)
 
     @property
     def multi_device(self) -> bool:
@@ -294,39 +314,18 @@ class PretrainConfig(_Strict):
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
 
 
-def parse_override(item: str) -> tuple[list[str], Any]:
-    """Parse ``key.sub=value`` into (["key", "sub"], value) with ``value`` read as a YAML scalar."""
-    if "=" not in item:
-        raise MedclInputError(f"--set {item!r}: expected key=value (e.g. optimizer.lr=0.01)")
-    key, raw = item.split("=", 1)
-    key = key.strip()
-    if not key or any(not p for p in key.split(".")):
-        raise MedclInputError(f"--set {item!r}: empty key")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError as err:
-        raise MedclInputError(f"--set {item!r}: value is not valid YAML ({err})") from None
-    return key.split("."), value
+def resolve_lam(lam: float | str, batch_size: int) -> float:
+    """The ridge ``lam`` as a number: a float as is, ``"inv_sqrt_batch"`` as ``1 / sqrt(batch_size)``.
 
-
-def apply_overrides(data: dict, overrides: list[str]) -> dict:
-    """Return a copy of ``data`` with dotted ``key=value`` overrides applied (not yet validated)."""
-    import copy
-
-    data = copy.deepcopy(data)
-    for item in overrides:
-        parts, value = parse_override(item)
-        node = data
-        for i, p in enumerate(parts[:-1]):
-            child = node.get(p)
-            if child is None:
-                child = node[p] = {}
-            if not isinstance(child, dict):
-                where = ".".join(parts[: i + 1])
-                raise MedclInputError(f"--set {item!r}: {where} is a value, not a section")
-            node = child
-        node[parts[-1]] = value
-    return data
+    ``1 / sqrt(batch)`` is the default of the paper's official code. Raises MedclInputError otherwise.
+    """
+    if isinstance(lam, str):
+        if lam != "inv_sqrt_batch":
+            raise MedclInputError(f"loss.lam: expected a number > 0 or 'inv_sqrt_batch', got {lam!r}")
+        return 1.0 / math.sqrt(batch_size)
+    if isinstance(lam, bool) or not (isinstance(lam, int | float) and math.isfinite(lam) and lam > 0):
+        raise MedclInputError(f"loss.lam: expected a number > 0 or 'inv_sqrt_batch', got {lam!r}")
+    return float(lam)
 
 
 def parse_config(data: Any, source: str = "config", overrides: list[str] | None = None) -> PretrainConfig:

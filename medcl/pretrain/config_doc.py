@@ -63,7 +63,10 @@ def config_rows(model: type[BaseModel] = PretrainConfig, prefix: str = "") -> li
         if sub is not None:
             rows += config_rows(sub, f"{key}.")
             continue
-        rows.append((key, _type_text(info.annotation) + _bounds(info), _default_text(info),
+        extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
+        kind = (" \\| ".join(json.dumps(c) for c in extra["choices"]) if "choices" in extra  # a registry's names
+                else _type_text(info.annotation))
+        rows.append((key, kind + _bounds(info), _default_text(info),
                      _markdown(info.description or "")))
     return rows
 

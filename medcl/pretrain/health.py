@@ -44,19 +44,8 @@ RANK_COLLAPSED = 1.05
 LOSS_TOLERANCE = 0.003
 """A loss within this many nats of its collapse value is "stuck" there (collapsed runs on the demo sat
 within 0.0011 of log(63); a healthy y-Aware run, whose optimum is close to it, 0.010 above)."""
-WARMUP_EPOCHS = 2
+QUIET_EPOCHS = 2
 """Warn during the run only from this epoch on (the first epoch of a fresh network can look collapsed)."""
-
-_ADVICE = {
-    "supervised": "check that the label is visible in the images (a loss stuck at log(classes), or 1 for a "
-                  "continuous label, is a constant prediction) or lower optimizer.lr",
-    "supcon": "raise loss.supcon_instance_mix (keeps each scan's own views as positives) or check "
-                  "that the label is visible in the images",
-    "y_aware": "lower loss.sigma (the positives' weights are nearly uniform over the batch) or lower "
-               "loss.y_aware_sigma_scale",
-}
-_GENERIC_ADVICE = "lower optimizer.lr, add warm-up (optimizer.warmup_epochs) or change loss.temperature / loss.t"
-
 
 def _flat_normalised(z: torch.Tensor) -> torch.Tensor:
     if z.dim() == 3:
@@ -119,8 +108,11 @@ def diagnose(spread: float, rank: float, loss: float | None, collapse_loss: floa
 
 
 def advice(method: str) -> str:
-    """What to try when a run of ``method`` collapses."""
-    return _ADVICE.get(method, _GENERIC_ADVICE)
+    """What to try when a run of ``method`` collapses (its record's advice)."""
+    from medcl.losses.registry import GENERIC_ADVICE, METHODS
+
+    record = METHODS.get(method)
+    return record.advice if record is not None else GENERIC_ADVICE
 
 
 class HealthMonitor:
@@ -142,7 +134,7 @@ class HealthMonitor:
         self.history.append({"epoch": epoch, "spread": spread, "effective_rank": rank,
                              "loss": float("nan") if loss is None else loss})
         reason = diagnose(spread, rank, loss, self.collapse_loss)
-        if reason and epoch + 1 >= WARMUP_EPOCHS and not self.warnings:
+        if reason and epoch + 1 >= QUIET_EPOCHS and not self.warnings:
             message = (f"{self.method} run collapsed at epoch {epoch + 1}: {reason}. "
                        f"The encoder learns nothing useful this way; try: {advice(self.method)}.")
             self.warnings.append(message)

@@ -21,7 +21,6 @@ import logging
 import platform
 import sys
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,7 +29,7 @@ import numpy as np
 
 from medcl.atomic import write_json, write_text
 from medcl.errors import MedclInputError
-from medcl.pretrain.config import LABEL_METHODS, PretrainConfig, parse_config, upgrade_saved_config
+from medcl.pretrain.config import PretrainConfig, parse_config, upgrade_saved_config
 from medcl.pretrain.run_dir import ENCODER_FORMAT, RunDir
 
 
@@ -80,17 +79,22 @@ def prepare(config: PretrainConfig) -> PreparedRun:
         raise MedclInputError(
             f"attributes: {unknown} not in manifest {config.manifest}; known: {cohort.attribute_names}"
         )
-    if config.uses_attributes and not names:
+    record = config.record
+    if record.uses_attributes and not names:
         raise MedclInputError(f"method {config.method} needs attributes, but the manifest declares none")
-    if config.method == "y_aware" and manifest.attribute(names[0]).type != "continuous":
-        raise MedclInputError(f"method y_aware uses the first attribute, {names[0]!r}, which must be continuous")
+    if record.single_attribute and len(names) > 1:
+        raise MedclInputError(f"attributes: method {config.method} reads one attribute, got {names}; keep one "
+                              f"(e.g. attributes: [{names[0]}])")
+    if record.single_attribute and names and manifest.attribute(names[0]).type != "continuous":
+        raise MedclInputError(f"method {config.method} uses the first attribute, {names[0]!r}, which must be "
+                              "continuous")
 
     if config.label is not None:
         spec = manifest.label(config.label)
-        if config.method in LABEL_METHODS:
-            if spec.type == "continuous" and config.method == "supcon":
-                raise MedclInputError(f"label {config.label!r} is continuous; method supcon needs classes "
-                                      "(method supervised regresses a continuous label)")
+        if record.uses_label:
+            if spec.type not in record.label_types:
+                raise MedclInputError(f"label {config.label!r} is {spec.type}; method {config.method} needs a "
+                                      f"{' or '.join(record.label_types)} label")
             y = cohort.label(config.label)
             train_idx = train_idx[np.isfinite(y[train_idx])]
     if config.probe.every_n_epochs and config.probe.label is not None:
@@ -102,19 +106,18 @@ def prepare(config: PretrainConfig) -> PreparedRun:
         from medcl.kernels import PriorKernel
 
         kernel = PriorKernel.from_dict(kernel_dict)
-    elif names and config.uses_attributes:  # no kernel (nor reference) for methods that ignore it
+    elif names and record.uses_attributes:  # no kernel (nor reference) for methods that ignore it
         values, missing, _ = cohort.attribute_matrix(names)
         kernel = cohort.prior_kernel(names, **prior_kernel_options(config))
         kernel = kernel.fit(values[train_idx], missing[train_idx])
         kernel_dict = kernel.to_dict()
 
     from medcl.data.transforms import preset_spec, resolve_preset
-    from medcl.kernels.spectrum import resolve_lam
 
     dims = manifest.image.spatial_dims
     encoder = config.encoder.resolved(dims, manifest.image.channels)
-    loss = config.loss.model_copy(update={"lam": resolve_lam(config.loss.lam, config.batch_size),
-                                          **resolve_loss_options(config, cohort, names, train_idx)})
+    loss = config.loss.model_copy(update={"lam": config.lam,
+                                          **record.resolved_options(config, cohort, names, train_idx)})
     aug = config.augmentation
     preset = resolve_preset(aug.preset, dims)
     preset_spec(preset, dims, strength=aug.strength)  # a preset made for other dims fails here
@@ -129,53 +132,11 @@ def prepare(config: PretrainConfig) -> PreparedRun:
     return PreparedRun(resolved, cohort, split, train_idx, kernel)
 
 
-def resolve_loss_options(config: PretrainConfig, cohort: Any, names: list[str],
-                         train_idx: np.ndarray) -> dict[str, Any]:
-    """Loss options fixed at the start of a run and saved in its resolved config.
-
-    ``temperature: null`` becomes the method's default (:data:`DEFAULT_TEMPERATURE`); y_aware's
-    ``sigma: null`` becomes ``y_aware_sigma_scale x`` the std of its attribute on the training
-    split (:func:`medcl.losses.y_aware.y_aware_sigma`); supervised gets its label's number of
-    classes, or for a continuous label the mean and std of the labelled training subjects.
-    """
-    from medcl.pretrain.config import DEFAULT_TEMPERATURE
-
-    out: dict[str, Any] = {}
-    if config.loss.temperature is None and config.method in DEFAULT_TEMPERATURE:
-        out["temperature"] = DEFAULT_TEMPERATURE[config.method]
-    if config.method == "y_aware" and config.loss.sigma is None:
-        from medcl.losses.y_aware import y_aware_sigma
-
-        values, missing, _ = cohort.attribute_matrix(names[:1])
-        known = values[train_idx, 0][~missing[train_idx, 0]]
-        try:
-            out["sigma"] = y_aware_sigma(known, config.loss.y_aware_sigma_scale)
-        except MedclInputError as err:
-            raise MedclInputError(f"attribute {names[0]!r}: {err}") from None
-    if config.method == "supervised":
-        out.update(supervised_target(cohort, config.label, train_idx))
-    return out
-
-
-def supervised_target(cohort: Any, label: str, train_idx: np.ndarray) -> dict[str, Any]:
-    """The supervised arm's target: ``label_classes`` for a class label, else the training split's
-    ``label_mean`` / ``label_std`` (the regression target is standardised with them)."""
-    classes = cohort.label_classes(label)
-    if cohort.manifest.label(label).type != "continuous":
-        return {"label_classes": len(classes), "label_mean": None, "label_std": None}
-    y = cohort.label(label)[train_idx]
-    y = y[np.isfinite(y)]
-    std = float(np.std(y)) if len(y) > 1 else 0.0
-    if not std > 0:
-        raise MedclInputError(f"label {label!r}: constant or missing on the training split; nothing to regress")
-    return {"label_classes": None, "label_mean": float(np.mean(y)), "label_std": std}
-
-
 def prior_kernel_options(config: PretrainConfig) -> dict[str, Any]:
     """PriorKernel keyword options from the config: the instance term applies to kernel DU only."""
     prior = config.prior
     return {"combine": prior.combine, "bandwidth_scale": prior.bandwidth_scale, "bandwidth_rule": prior.bandwidth_rule,
-            "instance_weight": prior.instance_weight if config.method == "kernel_du" else 0.0}
+            "instance_weight": prior.instance_weight if config.record.prior_kernel else 0.0}
 
 
 def prior_spectrum(prep: PreparedRun, batches: int = 16) -> dict[str, Any] | None:
@@ -183,18 +144,19 @@ def prior_spectrum(prep: PreparedRun, batches: int = 16) -> dict[str, Any] | Non
 
     Training batches at the run's (global) batch size and ``lam``; see :mod:`medcl.kernels.spectrum`.
     """
-    from medcl.kernels.spectrum import batch_spectrum, cohort_spectra, spectrum_warning
+    from medcl.data.kernel_spectra import cohort_spectra
+    from medcl.kernels.spectrum import batch_spectrum, spectrum_warning
 
     cfg = prep.config
-    if cfg.method != "kernel_du" or prep.kernel is None:
+    if not cfg.record.prior_kernel or prep.kernel is None:
         return None
     names = [t.name for t in prep.kernel.terms]
     values, missing, _ = prep.cohort.attribute_matrix(names)
     train = prep.train_idx
     run_row = batch_spectrum(prep.kernel, values[train], missing[train], batch_size=cfg.batch_size,
-                             lam=cfg.loss.lam, batches=batches, seed=cfg.seed, name="run kernel")
+                             lam=cfg.lam, batches=batches, seed=cfg.seed, name="run kernel")
     single = {n: [n] for n in names} if len(names) > 1 else {}
-    rows = cohort_spectra(prep.cohort, train, single, batch_size=cfg.batch_size, lam=cfg.loss.lam,
+    rows = cohort_spectra(prep.cohort, train, single, batch_size=cfg.batch_size, lam=cfg.lam,
                           combine=cfg.prior.combine, bandwidth_scale=cfg.prior.bandwidth_scale,
                           bandwidth_rule=cfg.prior.bandwidth_rule, batches=batches, seed=cfg.seed)
     return {"run": run_row.to_dict(), "attributes": [r.to_dict() for r in rows],
@@ -252,21 +214,6 @@ def export_run_encoder(run: RunDir, module: Any, manifest: Any) -> None:
     })
 
 
-class _NoAdvertising(logging.Filter):
-    """Drop Lightning's 'Tip: try installing litlogger' line; keep its real information."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "litlogger" not in record.getMessage()
-
-
-def _drop_engine_advertising() -> None:
-    logger = logging.getLogger("lightning.pytorch.utilities.rank_zero")
-    if not any(isinstance(f, _NoAdvertising) for f in logger.filters):
-        logger.addFilter(_NoAdvertising())
-    # Lightning's own pytree helper triggers this torch deprecation on every fit; nothing to act on.
-    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
-
-
 def build_trainer(config: PretrainConfig, run: RunDir, callbacks: list, steps_per_epoch: int = 1) -> Any:
     """The Lightning Trainer for a run (loggers into the run dir, atomic checkpoint IO)."""
     import lightning as L
@@ -276,7 +223,6 @@ def build_trainer(config: PretrainConfig, run: RunDir, callbacks: list, steps_pe
     from medcl.pretrain.callbacks import AtomicCheckpointIO, PlainTextProgress
     from medcl.pretrain.progress import is_terminal
 
-    _drop_engine_advertising()
     # One CSV log folder per session (a resume starts a new part); metrics.csv merges them.
     part = len(list(run.logs_dir.glob("part-*"))) if run.logs_dir.is_dir() else 0
     loggers = [CSVLogger(save_dir=str(run.logs_dir), name="", version=f"part-{part:02d}",
@@ -316,6 +262,13 @@ def build_trainer(config: PretrainConfig, run: RunDir, callbacks: list, steps_pe
 
 
 def _run(config: PretrainConfig, run: RunDir, *, resuming: bool) -> RunDir:
+    from medcl.pretrain.quiet import quiet_lightning
+
+    with quiet_lightning():
+        return _train(config, run, resuming=resuming)
+
+
+def _train(config: PretrainConfig, run: RunDir, *, resuming: bool) -> RunDir:
     import lightning as L
 
     from medcl.data.datasets import MultiViewDataset, collate_multiview

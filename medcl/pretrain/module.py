@@ -17,9 +17,8 @@ import lightning as L
 import torch
 from torch import nn
 
-from medcl.errors import MedclInputError
 from medcl.models.encoders import EncoderSpec, ProjectionHead, build_encoder
-from medcl.pretrain.config import DEFAULT_TEMPERATURE, DU_METHODS, PretrainConfig
+from medcl.pretrain.config import PretrainConfig
 from medcl.pretrain.health import effective_rank, projection_spread
 
 
@@ -28,34 +27,8 @@ class NonFiniteLossError(RuntimeError):
 
 
 def loss_options(config: PretrainConfig, kernel: Any | None) -> dict[str, Any]:
-    """Keyword options for ``medcl.losses.build_loss`` for the config's method."""
-    opts = config.loss
-    method = config.method
-    if method == "kernel_du":
-        from medcl.kernels.spectrum import resolve_lam
-
-        return {"kernel": kernel, "t": opts.t, "lam": resolve_lam(opts.lam, config.batch_size),
-                "rescale": config.prior.rescale_centroids}
-    if method == "du":
-        return {"t": opts.t}
-    if method == "align_uniform":
-        return {"t": opts.t}
-    if method == "supervised":
-        if opts.label_classes is None and opts.label_std is None:
-            raise MedclInputError("loss.label_classes: supervised needs the resolved config (medcl.pretrain.loop."
-                                  "prepare reads the label's classes, or its mean and std, from the training split)")
-        if opts.label_classes is not None:
-            return {"classes": opts.label_classes}
-        return {"classes": None, "target_mean": opts.label_mean, "target_std": opts.label_std}
-    temperature = opts.temperature if opts.temperature is not None else DEFAULT_TEMPERATURE[method]
-    if method == "y_aware":
-        if opts.sigma is None:
-            raise MedclInputError("loss.sigma: y_aware needs the resolved config (medcl.pretrain.loop.prepare "
-                                  "fits sigma on the training split)")
-        return {"temperature": temperature, "sigma": opts.sigma}
-    if method == "supcon":
-        return {"temperature": temperature, "instance_mix": opts.supcon_instance_mix}
-    return {"temperature": temperature}
+    """Keyword options for ``medcl.losses.build_loss`` for the config's method (its record says how)."""
+    return config.record.options(config, kernel)
 
 
 class PretrainModule(L.LightningModule):
@@ -80,7 +53,7 @@ class PretrainModule(L.LightningModule):
         self.encoder = build_encoder(EncoderSpec.model_validate(self.config.encoder.model_dump()))
         self.loss_fn = self._build_loss(gather)
         proj = self.config.projection
-        if self.config.method == "supervised":
+        if self.config.record.linear_head:
             self.head: nn.Module = nn.Linear(self.encoder.out_features, self.loss_fn.outputs)
         else:
             self.head = ProjectionHead(self.encoder.out_features, proj.hidden, proj.dim, proj.batch_norm)
@@ -152,7 +125,7 @@ class PretrainModule(L.LightningModule):
             labels = labels[:, 0]
         loss = self.loss_fn(z, attributes=batch.get("attributes"), missing=batch.get("missing"),
                             labels=labels)
-        return loss, features if self.config.method == "supervised" else z
+        return loss, features if self.config.record.linear_head else z
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss, z = self.compute_loss(batch)
@@ -171,7 +144,7 @@ class PretrainModule(L.LightningModule):
                 self.log("health/spread", projection_spread(z), on_step=False, on_epoch=True, batch_size=n)
                 self.log("health/effective_rank", effective_rank(z), on_step=False, on_epoch=True,
                          batch_size=n)
-        if self.config.method in DU_METHODS:
+        if self.config.record.subject_centroids:
             with torch.no_grad():
                 centroid = nn.functional.normalize(z.detach().float(), dim=-1).mean(dim=1)
                 self.log("train/centroid_norm", centroid.norm(dim=-1).mean(), on_step=True,
@@ -179,7 +152,7 @@ class PretrainModule(L.LightningModule):
         return loss
 
     def on_train_epoch_start(self) -> None:
-        if hasattr(self.loss_fn, "use_prior"):  # kernel DU: plain DU during the prior warm-up
+        if self.config.record.prior_kernel:  # kernel DU: plain DU during prior.warmup_epochs
             self.loss_fn.use_prior = self.current_epoch >= self.config.prior.warmup_epochs
         loader = self.trainer.train_dataloader
         sampler = getattr(loader, "batch_sampler", None)

@@ -18,7 +18,7 @@ from medcl.atomic import write_text
 from medcl.errors import MedclInputError
 from medcl.models.saved import MODEL_DOCUMENT, MODEL_METRICS, medcl_version
 from medcl.report import plots
-from medcl.report.html import _CSS, REPORT_FILE, _absent, _e, _figure, _fmt, _table
+from medcl.report.html import CSS, REPORT_FILE, absent, escape, figure, fmt, table
 
 
 def is_model_dir(path: str | os.PathLike) -> bool:
@@ -36,9 +36,9 @@ def _metrics_table(test: dict[str, Any]) -> str:
     rows = []
     for name, entry in test.items():
         entry = entry or {}
-        ci = "" if entry.get("low") is None else f"[{_fmt(entry['low'])}, {_fmt(entry['high'])}]"
-        rows.append([_e(name), _fmt(entry.get("value")), ci, _e(entry.get("n_boot", ""))])
-    return _table(["test metric", "value", "95% interval (patient bootstrap)", "resamples used"], rows)
+        ci = "" if entry.get("low") is None else f"[{fmt(entry['low'])}, {fmt(entry['high'])}]"
+        rows.append([escape(name), fmt(entry.get("value")), ci, escape(entry.get("n_boot", ""))])
+    return table(["test metric", "value", "95% interval (patient bootstrap)", "resamples used"], rows)
 
 
 def diagnosis_html(model_dir: Path) -> str:
@@ -50,45 +50,46 @@ def diagnosis_html(model_dir: Path) -> str:
     provenance = diagnosis.get("provenance") or {}
     threshold = diagnosis.get("threshold") or {}
     summary = [
-        ["label", _e(f"{label.get('name')} ({label.get('kind')})")],
-        ["classes", _e(", ".join(map(str, label.get("classes") or [])) or "n/a (continuous)")],
-        ["outputs", _e(", ".join(diagnosis.get("outputs") or []))],
-        ["decision threshold", _e(f"{threshold['value']:.4f} on p({label.get('positive')}), "
+        ["label", escape(f"{label.get('name')} ({label.get('kind')})")],
+        ["classes", escape(", ".join(map(str, label.get("classes") or [])) or "n/a (continuous)")],
+        ["outputs", escape(", ".join(diagnosis.get("outputs") or []))],
+        ["decision threshold", escape(f"{threshold['value']:.4f} on p({label.get('positive')}), "
                                   f"{threshold.get('rule')} on the {threshold.get('chosen_on')} split")
          if threshold else "arg max" if label.get("kind") == "multiclass" else "n/a"],
-        ["encoder", _e(f"run {provenance.get('run')}, method {provenance.get('method')}, init "
+        ["encoder", escape(f"run {provenance.get('run')}, method {provenance.get('method')}, init "
                        f"{provenance.get('init')}, mode {provenance.get('mode')}")],
-        ["prior attributes", _e(", ".join(provenance.get("attributes") or []) or "none")],
-        ["scans", _e(json.dumps(metrics.get("sizes", {})))],
+        ["prior attributes", escape(", ".join(provenance.get("attributes") or []) or "none")],
+        ["scans", escape(json.dumps(metrics.get("sizes", {})))],
     ]
-    parts = [f"<section><h2>Model</h2>{_table(['', ''], summary)}</section>"]
+    parts = [f"<section><h2>Model</h2>{table(['', ''], summary)}</section>"]
     if metrics.get("test"):
         parts.append(f"<section><h2>Test metrics</h2>{_metrics_table(metrics['test'])}")
         if metrics.get("notes"):
-            parts.append('<ul class="notes">' + "".join(f"<li>{_e(n)}</li>" for n in metrics["notes"]) + "</ul>")
+            parts.append('<ul class="notes">' + "".join(f"<li>{escape(n)}</li>" for n in metrics["notes"]) + "</ul>")
         parts.append("</section>")
     else:
-        parts.append(_absent(f"no {MODEL_METRICS} in this folder"))
+        parts.append(absent(f"no {MODEL_METRICS} in this folder"))
     reliability = metrics.get("reliability") or {}
-    png = plots.reliability_diagram(reliability.get("bins") or [], title=f"ECE {_fmt(reliability.get('ece'))}")
+    png = plots.reliability_diagram(reliability.get("bins") or [], title=f"ECE {fmt(reliability.get('ece'))}")
     parts.append("<section><h2>Calibration</h2>" + (
-        _figure(png, "reliability diagram", "Test scans binned by predicted probability (binary: of the positive "
-                "class; multiclass: of the predicted class).") if png else _absent("no reliability data "
+        figure(png, "reliability diagram", "Test scans binned by predicted probability (binary: of the positive "
+                "class; multiclass: of the predicted class).") if png else absent("no reliability data "
                                                                                   "(continuous label)")) + "</section>")
     history = metrics.get("history") or []
     if history:
-        rows = [[_e(h["epoch"]), _e(h["phase"]), _fmt(h["train_loss"]), _fmt(h["val_loss"]), _fmt(h["val_score"])]
+        rows = [[escape(h["epoch"]), escape(h["phase"]), fmt(h["train_loss"]), fmt(h["val_loss"]), fmt(h["val_score"])]
                 for h in history]
-        parts.append("<section><h2>Training</h2>" + _table(
+        parts.append("<section><h2>Training</h2>" + table(
             ["epoch", "phase", "train loss", "val loss", "val score (AUC or -MAE)"], rows) + "</section>")
     settings = json.dumps(metrics.get("settings") or diagnosis.get("settings") or {}, indent=2)
-    parts.append(f"<section><h2>Settings</h2><pre>{_e(settings)}</pre></section>")
+    parts.append(f"<section><h2>Settings</h2><pre>{escape(settings)}</pre></section>")
     title = f"medcl diagnosis model: {label.get('name')}"
     stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     return (
         '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
-        f"<title>{_e(title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n"
-        f"<header>\n<h1>{_e(title)}</h1>\n<p class=\"meta\">Generated {stamp} by medcl {_e(medcl_version())}</p>\n"
+        f"<title>{escape(title)}</title>\n<style>{CSS}</style>\n</head>\n<body>\n"
+        f"<header>\n<h1>{escape(title)}</h1>\n"
+        f"<p class=\"meta\">Generated {stamp} by medcl {escape(medcl_version())}</p>\n"
         f"</header>\n<main>\n{''.join(parts)}\n</main>\n</body>\n</html>\n"
     )
 

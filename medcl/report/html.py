@@ -48,7 +48,7 @@ from medcl.report.projection import PROJECTIONS, Projection, project_2d
 REPORT_FILE = "report.html"
 _LOWER_IS_BETTER = ("mae", "mse", "rmse", "loss", "error", "brier")
 
-_CSS = """
+CSS = """
 :root { --fg:#1d2430; --muted:#5b6678; --line:#d9dee7; --accent:#2f5d9a; --bg:#ffffff; --soft:#f4f6fa; }
 * { box-sizing: border-box; }
 body { margin:0; font-family: system-ui, -apple-system, "Segoe UI", Roboto, "DejaVu Sans", sans-serif;
@@ -131,18 +131,18 @@ def build_html(
         sections.insert(1, ("comparison", "Comparison", _comparison_section))
     for sid, name, fragment in reversed(list(lead_sections)):
         sections.insert(0, (sid, name, lambda _rs, fragment=fragment: fragment))
-    nav = " ".join(f'<a href="#{sid}">{_e(name)}</a>' for sid, name, _ in sections)
+    nav = " ".join(f'<a href="#{sid}">{escape(name)}</a>' for sid, name, _ in sections)
     body = "\n".join(
-        f'<section id="{sid}">\n<h2>{_e(name)}</h2>\n{render(runs)}\n</section>'
+        f'<section id="{sid}">\n<h2>{escape(name)}</h2>\n{render(runs)}\n</section>'
         for sid, name, render in sections
     )
     stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     return (
         '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
         '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
-        f"<title>{_e(title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n"
-        f"<header>\n<h1>{_e(title)}</h1>\n"
-        f'<p class="meta">Generated {stamp} by medcl {_e(medcl_version())} · {len(runs)} run(s)</p>\n'
+        f"<title>{escape(title)}</title>\n<style>{CSS}</style>\n</head>\n<body>\n"
+        f"<header>\n<h1>{escape(title)}</h1>\n"
+        f'<p class="meta">Generated {stamp} by medcl {escape(medcl_version())} · {len(runs)} run(s)</p>\n'
         f"<nav>{nav}</nav>\n</header>\n<main>\n{body}\n</main>\n</body>\n</html>\n"
     )
 
@@ -165,18 +165,18 @@ def _runs_section(runs: Sequence[RunArtefacts]) -> str:
             )
             if present
         ]
-        rows.append([_e(run.name), _e(run.method or "—"), _health_cell(run), _e(", ".join(found))])
-    out = _table(["run", "method", "training health", "artefacts found"], rows)
+        rows.append([escape(run.name), escape(run.method or "—"), _health_cell(run), escape(", ".join(found))])
+    out = table(["run", "method", "training health", "artefacts found"], rows)
     out += ('<p class="help">Training health (summary.json): spread of the normalised projections '
             "(about 1 when spread over the sphere, 0 when all coincide) and effective rank of the batch "
             "embeddings at the last epoch; a collapsed run learned nothing useful.</p>")
     for run in runs:
         for warning in (run.health or {}).get("warnings") or []:
-            out += f'<p class="absent">Warning ({_e(run.name)}): {_e(str(warning))}</p>'
+            out += f'<p class="absent">Warning ({escape(run.name)}): {escape(str(warning))}</p>'
     for run in runs:
         if run.notes:
-            items = "".join(f"<li>{_e(n)}</li>" for n in run.notes)
-            out += f'<p>Problems reading <b>{_e(run.name)}</b>:</p><ul class="notes">{items}</ul>'
+            items = "".join(f"<li>{escape(n)}</li>" for n in run.notes)
+            out += f'<p>Problems reading <b>{escape(run.name)}</b>:</p><ul class="notes">{items}</ul>'
     return out
 
 
@@ -186,7 +186,7 @@ def _comparison_section(runs: Sequence[RunArtefacts]) -> str:
         for probe in run.probes:
             keys.extend((probe.label, m) for m in probe.metrics if (probe.label, m) not in keys)
     if not keys:
-        return _absent("No run has probe results to compare; run `medcl probe` on each run.")
+        return absent("No run has probe results to compare; run `medcl probe` on each run.")
     values = {run.name: {(p.label, m): s for p in run.probes for m, s in p.metrics.items()} for run in runs}
     best: dict[tuple[str, str], float] = {}
     for key in keys:
@@ -195,46 +195,46 @@ def _comparison_section(runs: Sequence[RunArtefacts]) -> str:
             best[key] = min(means) if _lower_is_better(key[1]) else max(means)
     rows = []
     for run in runs:
-        method = _e(run.method or "—") + (' <span class="collapsed">(collapsed)</span>' if run.collapsed else "")
-        cells = [_e(run.name), method]
+        method = escape(run.method or "—") + (' <span class="collapsed">(collapsed)</span>' if run.collapsed else "")
+        cells = [escape(run.name), method]
         for key in keys:
             summary = values[run.name].get(key)
             if summary is None:
                 cells.append(_Cell("—", "num"))
             else:
                 cls = "num best" if best.get(key) == summary.mean else "num"
-                cells.append(_Cell(_e(_with_ci(summary)), cls))
+                cells.append(_Cell(escape(_with_ci(summary)), cls))
         rows.append(cells)
     header = ["run", "method", *(f"{label} · {metric}" for label, metric in keys)]
     note = (
         '<p class="help">Mean over folds with its 95% confidence interval; '
         "the best run per column in bold.</p>"
     )
-    return note + _table(header, rows)
+    return note + table(header, rows)
 
 
 def _health_cell(run: RunArtefacts) -> _Cell | str:
     health = run.health
     if not health:
-        return _e("—")
-    numbers = f"spread {_fmt(health.get('spread'))}, effective rank {_fmt(health.get('effective_rank'))}"
+        return escape("—")
+    numbers = f"spread {fmt(health.get('spread'))}, effective rank {fmt(health.get('effective_rank'))}"
     if health.get("collapsed"):
-        return _Cell(_e(f"collapsed: {health.get('reason') or ''} ({numbers})"), "collapsed")
-    return _e(f"healthy ({numbers})")
+        return _Cell(escape(f"collapsed: {health.get('reason') or ''} ({numbers})"), "collapsed")
+    return escape(f"healthy ({numbers})")
 
 
 def _training_section(runs: Sequence[RunArtefacts]) -> str:
     tables = {r.name: r.metrics for r in runs if r.metrics is not None}
-    out = "".join(_absent(f"No {METRICS_FILE} in run {r.name}.") for r in runs if r.metrics is None)
+    out = "".join(absent(f"No {METRICS_FILE} in run {r.name}.") for r in runs if r.metrics is None)
     if not tables:
         return out
     png = plots.training_curves(tables)
     if png is None:
-        return out + _absent(f"{METRICS_FILE} has no plottable column.")
+        return out + absent(f"{METRICS_FILE} has no plottable column.")
     caption = "Loss, learning rate and other logged values against the training step"
     if len(tables) > 1:
         caption += "; runs overlaid (colour = run, line style = column)"
-    out += _figure(png, "training curves", caption + ".")
+    out += figure(png, "training curves", caption + ".")
     rows = []
     for name, table in tables.items():
         for column in table.columns:
@@ -242,18 +242,18 @@ def _training_section(runs: Sequence[RunArtefacts]) -> str:
             if str(column).lower() in plots.X_COLUMNS or series.empty:
                 continue
             rows.append(
-                [_e(name)] * (len(tables) > 1)
+                [escape(name)] * (len(tables) > 1)
                 + [
-                    _e(column),
-                    *(_Cell(_fmt(v), "num") for v in (series.iloc[-1], series.min(), series.max())),
+                    escape(column),
+                    *(_Cell(fmt(v), "num") for v in (series.iloc[-1], series.min(), series.max())),
                 ]
             )
     header = ["run"] * (len(tables) > 1) + ["column", "last", "min", "max"]
-    return out + _table(header, rows)
+    return out + table(header, rows)
 
 
 def _probe_section(runs: Sequence[RunArtefacts]) -> str:
-    out = "".join(_absent(f"No {PROBE_DIR}/*.json in run {r.name}.") for r in runs if not r.probes)
+    out = "".join(absent(f"No {PROBE_DIR}/*.json in run {r.name}.") for r in runs if not r.probes)
     rows = []
     several = len(runs) > 1
     for run in runs:
@@ -261,18 +261,18 @@ def _probe_section(runs: Sequence[RunArtefacts]) -> str:
             details = ", ".join(f"{k}={v}" for k, v in probe.details.items())
             for k, (metric, s) in enumerate(probe.metrics.items()):
                 ci = (
-                    "—" if s.ci_low is None or s.ci_high is None else f"[{_fmt(s.ci_low)}, {_fmt(s.ci_high)}]"
+                    "—" if s.ci_low is None or s.ci_high is None else f"[{fmt(s.ci_low)}, {fmt(s.ci_high)}]"
                 )
                 rows.append(
-                    [_e(run.name)] * several
+                    [escape(run.name)] * several
                     + [
-                        _e(probe.label),
-                        _e(probe.kind or "—"),
-                        _e(metric),
-                        _Cell(_fmt(s.mean), "num"),
-                        _Cell(_fmt(s.std), "num"),
+                        escape(probe.label),
+                        escape(probe.kind or "—"),
+                        escape(metric),
+                        _Cell(fmt(s.mean), "num"),
+                        _Cell(fmt(s.std), "num"),
                         _Cell(ci, "num"),
-                        _e(details) if k == 0 else "",
+                        escape(details) if k == 0 else "",
                     ]
                 )
     if not rows:
@@ -288,8 +288,8 @@ def _probe_section(runs: Sequence[RunArtefacts]) -> str:
         for probe in run.probes
         for n in probe.notes
     ]
-    listing = f'<ul class="notes">{"".join(f"<li>{_e(n)}</li>" for n in notes)}</ul>' if notes else ""
-    return out + note + _table(header, rows) + listing
+    listing = f'<ul class="notes">{"".join(f"<li>{escape(n)}</li>" for n in notes)}</ul>' if notes else ""
+    return out + note + table(header, rows) + listing
 
 
 def _efficiency_section(runs: Sequence[RunArtefacts]) -> str:
@@ -297,7 +297,7 @@ def _efficiency_section(runs: Sequence[RunArtefacts]) -> str:
     for run in runs:
         labels.extend(p.label for p in run.probes if p.label_efficiency and p.label not in labels)
     if not labels:
-        return _absent("No label-efficiency results (probe JSON without a label_efficiency list).")
+        return absent("No label-efficiency results (probe JSON without a label_efficiency list).")
     out = ""
     for label in labels:
         series = {
@@ -312,7 +312,7 @@ def _efficiency_section(runs: Sequence[RunArtefacts]) -> str:
                 f"{label}: linear-probe metric vs labelled training subjects per fold "
                 "(band: 95% CI, or ± std when no interval is given)."
             )
-            out += _figure(png, f"label efficiency {label}", caption)
+            out += figure(png, f"label efficiency {label}", caption)
     return out
 
 
@@ -321,7 +321,7 @@ def _embeddings_section(runs: Sequence[RunArtefacts], projection: Projection) ->
     for run in runs:
         out += _run_heading(runs, run)
         if run.embeddings is None:
-            out += _absent(
+            out += absent(
                 f"No {EMBEDDINGS_FILE} in run {run.name} (write one with medcl.report.write_embeddings)."
             )
             continue
@@ -330,7 +330,7 @@ def _embeddings_section(runs: Sequence[RunArtefacts], projection: Projection) ->
         n, dim = run.embeddings.features.shape
         coloured = ", ".join(run.embeddings.columns) or "nothing"
         caption = f"{method} of {n} subjects' {dim}-dimensional features, coloured by {coloured}."
-        out += _figure(png, f"{method} projection of {run.name}", caption)
+        out += figure(png, f"{method} projection of {run.name}", caption)
     return out
 
 
@@ -342,16 +342,16 @@ def _kernel_section(runs: Sequence[RunArtefacts]) -> str:
             caption = ("Prior kernel on a synthetic batch drawn from the fitted kernel's de-identified summary "
                        "(group means and spreads, category frequencies; no subject's values), sorted by the "
                        "first attribute (1 = same attributes).")
-            out += _figure(plots.kernel_matrix(run.kernel_batch), f"kernel matrix of {run.name}", caption)
+            out += figure(plots.kernel_matrix(run.kernel_batch), f"kernel matrix of {run.name}", caption)
         else:
-            out += _absent(f"No {KERNEL_BATCH_FILE} in run {run.name}.")
+            out += absent(f"No {KERNEL_BATCH_FILE} in run {run.name}.")
         if run.spectrum is not None:
             out += _spectrum_table(run.spectrum)
         if run.kernel_spec is not None:
             text = json.dumps(public_kernel(redact_ids(run.kernel_spec)), indent=2, default=str)
             out += (
                 '<p class="help">Fitted kernel (kernel.json; the imputation reference, a summary of '
-                f"the training cohort, stays in the run directory):</p><pre>{_e(text)}</pre>"
+                f"the training cohort, stays in the run directory):</p><pre>{escape(text)}</pre>"
             )
     return out
 
@@ -362,16 +362,16 @@ def _spectrum_table(spectrum: dict[str, Any]) -> str:
     rows = [r for r in rows if isinstance(r, dict)]
     columns = ["name", "batch_size", "lam", "instance_weight", "eigenvalues_above_lam", "retained_fraction",
                "kept_spread"]
-    body = [[_Cell(_fmt(r.get(c)), "num") if c != "name" else _e(str(r.get(c, "—"))) for c in columns]
+    body = [[_Cell(fmt(r.get(c)), "num") if c != "name" else escape(str(r.get(c, "—"))) for c in columns]
             for r in rows]
     out = ('<p class="help">Kernel spectrum on training batches: directions of a batch that the kernel-ridge '
            "smoother keeps (eigenvalues above lam), the retained fraction mean e/(e+lam) (plain DU: ~1) and the "
            "spread kept mean (e/(e+lam))^2 (without prior.rescale_centroids, t acts as t times it). "
            "Attribute rows show each attribute's kernel alone, without the instance term.</p>")
-    out += _table(columns, body)
+    out += table(columns, body)
     warning = spectrum.get("warning")
     if warning:
-        out += f'<p class="absent">Warning: {_e(str(warning))}</p>'
+        out += f'<p class="absent">Warning: {escape(str(warning))}</p>'
     return out
 
 
@@ -380,13 +380,13 @@ def _attributes_section(runs: Sequence[RunArtefacts]) -> str:
     for run in runs:
         out += _run_heading(runs, run)
         if run.attributes is None:
-            out += _absent(f"No {ATTRIBUTES_FILE} in run {run.name}.")
+            out += absent(f"No {ATTRIBUTES_FILE} in run {run.name}.")
             continue
         extra = {k for row in run.attributes for k in row if k != "attribute"}
         columns = ["attribute", *sorted(extra, key=lambda k: (k != "cka", k != "p_value", k))]
         rows = [
             [
-                _Cell(_fmt(row.get(c)), "num") if isinstance(row.get(c), float) else _e(row.get(c, "—"))
+                _Cell(fmt(row.get(c)), "num") if isinstance(row.get(c), float) else escape(row.get(c, "—"))
                 for c in columns
             ]
             for row in run.attributes
@@ -395,10 +395,10 @@ def _attributes_section(runs: Sequence[RunArtefacts]) -> str:
             '<p class="help">How much each weak attribute is reflected in the learned features '
             "(CKA: 0 = not at all, 1 = fully).</p>"
         )
-        out += _table(columns, rows)
+        out += table(columns, rows)
         png = plots.attribute_cka(run.attributes)
         if png is not None:
-            out += _figure(png, f"attribute CKA of {run.name}", "CKA per attribute.")
+            out += figure(png, f"attribute CKA of {run.name}", "CKA per attribute.")
     return out
 
 
@@ -407,12 +407,12 @@ def _config_section(runs: Sequence[RunArtefacts]) -> str:
     for run in runs:
         out += _run_heading(runs, run)
         if run.config is None:
-            out += _absent(f"No readable {CONFIG_FILE} in run {run.name}.")
+            out += absent(f"No readable {CONFIG_FILE} in run {run.name}.")
             continue
         text = yaml.safe_dump(
             public_config(run.config), sort_keys=False, default_flow_style=False, allow_unicode=True
         )
-        out += f"<pre>{_e(text)}</pre>"
+        out += f"<pre>{escape(text)}</pre>"
     return out
 
 
@@ -430,9 +430,9 @@ class _Cell(str):
         return obj
 
 
-def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     """An HTML table; header strings are escaped here, cells must already be escaped."""
-    head = "".join(f"<th>{_e(h)}</th>" for h in header)
+    head = "".join(f"<th>{escape(h)}</th>" for h in header)
     body = "".join(
         "<tr>"
         + "".join(f'<td class="{c.css}">{c}</td>' if isinstance(c, _Cell) else f"<td>{c}</td>" for c in row)
@@ -444,26 +444,26 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     )
 
 
-def _figure(png: bytes, alt: str, caption: str) -> str:
+def figure(png: bytes, alt: str, caption: str) -> str:
     data = base64.b64encode(png).decode("ascii")
     return (
-        f'<figure><img alt="{_e(alt)}" src="data:image/png;base64,{data}">'
-        f"<figcaption>{_e(caption)}</figcaption></figure>\n"
+        f'<figure><img alt="{escape(alt)}" src="data:image/png;base64,{data}">'
+        f"<figcaption>{escape(caption)}</figcaption></figure>\n"
     )
 
 
-def _absent(text: str) -> str:
-    return f'<p class="absent">{_e(text)}</p>\n'
+def absent(text: str) -> str:
+    return f'<p class="absent">{escape(text)}</p>\n'
 
 
 def _run_heading(runs: Sequence[RunArtefacts], run: RunArtefacts) -> str:
-    return f"<h3>{_e(run.name)}</h3>\n" if len(runs) > 1 else ""
+    return f"<h3>{escape(run.name)}</h3>\n" if len(runs) > 1 else ""
 
 
 def _with_ci(s: MetricSummary) -> str:
     if s.ci_low is None or s.ci_high is None:
-        return _fmt(s.mean) if s.std is None else f"{_fmt(s.mean)} ± {_fmt(s.std)}"
-    return f"{_fmt(s.mean)} [{_fmt(s.ci_low)}, {_fmt(s.ci_high)}]"
+        return fmt(s.mean) if s.std is None else f"{fmt(s.mean)} ± {fmt(s.std)}"
+    return f"{fmt(s.mean)} [{fmt(s.ci_low)}, {fmt(s.ci_high)}]"
 
 
 def _lower_is_better(metric: str) -> bool:
@@ -473,7 +473,7 @@ def _lower_is_better(metric: str) -> bool:
     )
 
 
-def _fmt(value: object) -> str:
+def fmt(value: object) -> str:
     if value is None:
         return "—"
     try:
@@ -485,7 +485,7 @@ def _fmt(value: object) -> str:
     return f"{x:.3g}" if x != 0 and (abs(x) < 1e-2 or abs(x) >= 1e4) else f"{x:.3f}"
 
 
-def _e(value: object) -> str:
+def escape(value: object) -> str:
     return html.escape(str(value), quote=True)
 
 

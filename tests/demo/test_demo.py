@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from medcl.demo import DEFAULT_METHODS, METHOD_NAMES, DemoSettings, run_demo
+from medcl.demo import ARM_NAMES, DEFAULT_ARMS, DemoSettings, run_demo
 from medcl.errors import MedclInputError
 
 
@@ -48,13 +48,13 @@ def test_tiny_demo_runs_every_arm_marks_age_and_never_mixes_settings(
     lines: list[str] = []
     result = run_demo(tmp_path, settings, on_line=lines.append)
 
-    assert [r["arm"] for r in result.rows if r["label"] == "diagnosis"] == list(DEFAULT_METHODS)
-    assert "supcon" in METHOD_NAMES and "supcon" not in DEFAULT_METHODS  # SupCon on request only
-    assert sorted(trained) == sorted(set(DEFAULT_METHODS) - {"random_init"}) and vae_fits == [1]
+    assert [r["arm"] for r in result.rows if r["label"] == "diagnosis"] == list(DEFAULT_ARMS)
+    assert "supcon" in ARM_NAMES and "supcon" not in DEFAULT_ARMS  # SupCon on request only
+    assert sorted(trained) == sorted(set(DEFAULT_ARMS) - {"random_init"}) and vae_fits == [1]
     for row in result.rows:
         assert 0.0 <= row["value"] <= 1.0 if row["label"] == "diagnosis" else row["value"] >= 0.0
     with open(tmp_path / "results.csv") as f:
-        assert len(list(csv.DictReader(f))) == 2 * len(DEFAULT_METHODS)
+        assert len(list(csv.DictReader(f))) == 2 * len(DEFAULT_ARMS)
     summary = json.loads((tmp_path / "summary.json").read_text())
     proxy = {(e["arm"], e["label"]) for e in summary["summary"] if e["proxy"]}
     # age is a prior and a probed label: both age arms carry the mark on age, and only there
@@ -70,7 +70,7 @@ def test_tiny_demo_runs_every_arm_marks_age_and_never_mixes_settings(
     assert (kdu_vae / "kernel_batch.npy").is_file()
     # one plain progress line per finished run, with elapsed time and ETA
     done = [line for line in lines if re.match(r"\[\d+/\d+\] ", line)]
-    assert len(done) == len(DEFAULT_METHODS) and all("ETA" in line and "elapsed" in line for line in done)
+    assert len(done) == len(DEFAULT_ARMS) and all("ETA" in line and "elapsed" in line for line in done)
     # no subject or patient identifier reaches the report
     text = re.sub(r"data:image/png;base64,[A-Za-z0-9+/=]+", "", page)
     rows = (tmp_path / "cohort" / "participants.csv").read_text().splitlines()[1:]

@@ -10,8 +10,9 @@ import torch
 
 from medcl.errors import MedclInputError
 from medcl.kernels import KernelTerm, PriorKernel
-from medcl.kernels.spectrum import batch_spectrum, resolve_lam, spectrum_table, spectrum_warning
+from medcl.kernels.spectrum import batch_spectrum, spectrum_table, spectrum_warning
 from medcl.losses import decoupled_uniformity
+from medcl.pretrain.config import resolve_lam
 
 BINARY = [KernelTerm("sex", "delta", 0, 1)]
 

@@ -18,7 +18,7 @@ import torch.multiprocessing as mp
 
 from medcl.errors import MedclInputError
 from medcl.kernels import KernelTerm, PriorKernel
-from medcl.losses import LOSS_METHODS, build_loss
+from medcl.losses import METHODS, build_loss
 from medcl.losses.distributed import all_gather_no_grad, all_gather_with_grad, is_distributed, world_size
 
 WORLD = 2
@@ -79,7 +79,7 @@ def _worker(rank: int, port: int, results: dict) -> None:
         assert torch.equal(gathered.detach(), torch.arange(N, dtype=torch.float64))
         assert torch.equal(all_gather_no_grad(missing[shard]), missing)
         failures = []
-        for method in LOSS_METHODS:
+        for method in METHODS:
             options = _options(method, attributes, missing)
             # single process, whole batch
             head = _projector()

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from medcl.errors import MedclInputError
 from medcl.kernels import KernelTerm, PriorKernel
 from medcl.losses import (
-    LOSS_METHODS,
+    METHODS,
     AlignUniformLoss,
     DecoupledContrastiveLoss,
     DecoupledUniformityLoss,
@@ -452,8 +452,8 @@ def test_modules_forward_equals_functions():
         "supcon": {"temperature": 0.2},
         "supervised": {"classes": 3},
     }
-    assert set(LOSS_METHODS) == set(expected)
-    for method in LOSS_METHODS:
+    assert set(METHODS) == set(expected)
+    for method in METHODS:
         module = build_loss(method, **options[method])
         head = z[..., :3] if method == "supervised" else z  # its z is a 3-class head's logits
         got = module(head, attributes=attributes, missing=missing, labels=labels)
@@ -468,7 +468,7 @@ def test_modules_forward_equals_functions():
         "supcon": SupConLoss,
         "supervised": SupervisedLoss,
     }
-    assert all(isinstance(build_loss(m, **options[m]), classes[m]) for m in LOSS_METHODS)
+    assert all(isinstance(build_loss(m, **options[m]), classes[m]) for m in METHODS)
 
 
 def test_supcon_module_accepts_float_integer_codes():

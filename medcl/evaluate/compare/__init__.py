@@ -45,13 +45,15 @@ Python use::
 """
 
 from medcl.evaluate.compare.arms import (
-    LABEL_METHODS,
-    PRIOR_METHODS,
     RANDOM_INIT,
     Arm,
     CompareSettings,
+    known_methods,
+    methods_help,
     parse_arm,
     parse_arms,
+    reads_attributes,
+    reads_label,
 )
 from medcl.evaluate.compare.engine import arm_config, plan, run_comparison
 from medcl.evaluate.compare.fingerprints import (
@@ -66,9 +68,9 @@ from medcl.evaluate.compare.results import Comparison
 from medcl.evaluate.compare.statistics import corrected_fold_interval, lower_is_better, t_interval
 
 __all__ = [
-    "FINGERPRINT_FILE", "FINGERPRINT_VERSION", "LABEL_METHODS", "PRIOR_METHODS", "PROXY_CKA", "PROXY_CORRELATION",
-    "RANDOM_INIT",
+    "FINGERPRINT_FILE", "FINGERPRINT_VERSION", "PROXY_CKA", "PROXY_CORRELATION", "RANDOM_INIT",
     "Arm", "CompareSettings", "Comparison", "arm_config", "cohort_digest", "corrected_fold_interval",
-    "lower_is_better", "parse_arm", "parse_arms", "plan", "proxy_mark", "run_comparison", "run_fingerprint",
-    "run_health", "stored_fingerprint", "t_interval",
+    "known_methods", "lower_is_better", "methods_help", "parse_arm", "parse_arms", "plan", "proxy_mark",
+    "reads_attributes", "reads_label", "run_comparison", "run_fingerprint", "run_health", "stored_fingerprint",
+    "t_interval",
 ]

@@ -10,14 +10,31 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from medcl.errors import MedclInputError
+from medcl.losses.registry import METHODS, MethodRecord
 
 if TYPE_CHECKING:
     from medcl.pretrain.config import PretrainConfig
 
 
 RANDOM_INIT = "random_init"
-PRIOR_METHODS = ("kernel_du", "y_aware")  # methods whose ":a+b" names prior attributes
-LABEL_METHODS = ("supervised", "supcon")  # ":label" names the label they train on (= pretrain.config's)
+"""The arm of an untrained encoder (not a training method: nothing to pretrain)."""
+
+
+def _record(method: str) -> MethodRecord | None:
+    """The training method's record (None for :data:`RANDOM_INIT`)."""
+    return METHODS.get(method)
+
+
+def reads_attributes(method: str) -> bool:
+    """``method:a+b`` names the prior attributes the method is trained on (kernel DU, y-Aware)."""
+    record = _record(method)
+    return record is not None and record.uses_attributes
+
+
+def reads_label(method: str) -> bool:
+    """``method:label`` names the label the method is trained on (supervised, SupCon)."""
+    record = _record(method)
+    return record is not None and record.uses_label
 
 
 # ------------------------------------------------------------------------------------------ arms
@@ -52,19 +69,25 @@ class Arm:
     def config_changes(self, base: PretrainConfig) -> dict[str, Any]:
         """Keys this arm sets on the base config (everything else stays as the base says)."""
         changes: dict[str, Any] = {"method": self.method, "kernel": None, "label": None}
-        if self.method in PRIOR_METHODS:
+        if reads_attributes(self.method):
             changes["attributes"] = list(self.attributes) if self.attributes is not None else base.attributes
         else:  # the method ignores attributes: keep them out of the run (and of its fingerprint)
             changes["attributes"] = []
-        if self.method in LABEL_METHODS:
+        if reads_label(self.method):
             changes["label"] = self.label if self.label is not None else base.label
         return changes
 
 
-def _known_methods() -> tuple[str, ...]:
-    from medcl.pretrain.config import METHODS
-
+def known_methods() -> tuple[str, ...]:
+    """What ``--methods`` accepts before a ':': every registered training method, and random_init."""
     return (*METHODS, RANDOM_INIT)
+
+
+def methods_help() -> str:
+    """The ``--methods`` help's list of arms, from the method records."""
+    plain = [name for name, r in METHODS.items() if not r.arm_help]
+    written = [r.arm_help for r in METHODS.values() if r.arm_help]
+    return ", ".join([*plain, RANDOM_INIT, *written])
 
 
 def parse_arm(spec: str) -> Arm:
@@ -78,15 +101,15 @@ def parse_arm(spec: str) -> Arm:
     method, arg = method.strip(), arg.strip()
     if colon and not arg.replace("+", "").strip():
         raise MedclInputError(f"--methods: {spec!r}: no attribute or label after ':' (e.g. kernel_du:age+sex)")
-    known = _known_methods()
+    known = known_methods()
     if method not in known:
         raise MedclInputError(f"--methods: unknown method {method!r} in {spec!r}; known: {', '.join(known)}")
-    if method in PRIOR_METHODS:
+    if reads_attributes(method):
         attrs = tuple(a.strip() for a in arg.split("+") if a.strip()) if arg else None
         what = "prior: " + "+".join(attrs) if attrs else "prior: the base config's attributes"
         return Arm(text, method, attributes=attrs, description=f"{method}, {what}")
-    if method in LABEL_METHODS:
-        what = "cross-entropy" if method == "supervised" else "SupCon"
+    if reads_label(method):
+        what = METHODS[method].summary or method
         return Arm(text, method, label=arg or None, description=f"{what} on {arg or 'the base label'}")
     if arg:
         raise MedclInputError(f"--methods: {spec!r}: method {method} takes no ':' argument")
@@ -99,11 +122,11 @@ def parse_arms(specs: str | Sequence[str]) -> list[Arm]:
     arms = [parse_arm(s) for s in items if s.strip()]
     if not arms:
         raise MedclInputError("--methods: no method given (e.g. --methods du,kernel_du:age,random_init)")
-    _check_unique(arms)
+    check_unique(arms)
     return arms
 
 
-def _check_unique(arms: Sequence[Arm]) -> None:
+def check_unique(arms: Sequence[Arm]) -> None:
     seen: dict[str, str] = {}
     for arm in arms:
         for key in {arm.name, arm.dirname}:

@@ -9,10 +9,8 @@ Writes ``results.csv``, ``summary.json``, ``comparison.txt`` and ``runs/<arm>/se
 from __future__ import annotations
 
 import json
-import logging
 import shutil
 import time
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +20,7 @@ import numpy as np
 
 from medcl.atomic import atomic_path, json_safe, write_json, write_text
 from medcl.errors import MedclInputError
-from medcl.evaluate.compare.arms import LABEL_METHODS, RANDOM_INIT, Arm, CompareSettings, _check_unique
+from medcl.evaluate.compare.arms import RANDOM_INIT, Arm, CompareSettings, check_unique, reads_label
 from medcl.evaluate.compare.fingerprints import (
     FINGERPRINT_FILE,
     cohort_digest,
@@ -33,6 +31,7 @@ from medcl.evaluate.compare.fingerprints import (
 from medcl.evaluate.compare.marks import PROXY_CKA, PROXY_CORRELATION, proxy_mark, run_health
 from medcl.evaluate.compare.results import Comparison
 from medcl.evaluate.compare.statistics import PRIMARY_METRIC, SECONDARY_METRIC, lower_is_better
+from medcl.losses.registry import METHODS
 from medcl.models.saved import medcl_version
 from medcl.pretrain.progress import format_duration
 
@@ -56,16 +55,6 @@ class _Planned:
         return f"{self.arm.name} seed {self.seed}"
 
 
-def _quiet_engine() -> None:
-    """Lightning's info lines would drown the comparison's own progress lines."""
-    import lightning.pytorch  # noqa: F401  (it sets its loggers' levels on import: override after)
-
-    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore", module="lightning")
-    warnings.filterwarnings("ignore", category=UserWarning, message=".*does not have many workers.*")
-
-
 def arm_config(base: PretrainConfig, arm: Arm, seed: int) -> PretrainConfig:
     """The base config with only this arm's method/prior and the seed changed (not yet resolved)."""
     from medcl.pretrain.config import parse_config
@@ -85,7 +74,7 @@ def plan(base: PretrainConfig, arms: Sequence[Arm], settings: CompareSettings) -
     from medcl.data.cohort import Cohort
     from medcl.pretrain.loop import prepare
 
-    _check_unique(arms)
+    check_unique(arms)
     settings.check(arms)
     cohort = Cohort.from_manifest(base.manifest)
     for label in settings.labels:
@@ -98,7 +87,7 @@ def plan(base: PretrainConfig, arms: Sequence[Arm], settings: CompareSettings) -
     resolved: dict[str, Any] = {}
     cohort_sha: dict[str, str] = {}
     for arm in arms:
-        if arm.method in LABEL_METHODS and arm.label is None and base.label is None:
+        if reads_label(arm.method) and arm.label is None and base.label is None:
             raise MedclInputError(f"--methods: {arm.name!r} needs a label: write {arm.method}:LABEL")
         if arm.trains:
             try:
@@ -222,7 +211,16 @@ def run_comparison(
     ETA) and a few status lines. Outputs: ``results.csv`` (one row per arm x seed x label),
     ``summary.json``, ``comparison.txt`` and ``runs/<arm>/seed<k>/``; the caller renders ``report.html``
     with :func:`medcl.report.comparison.render_comparison` (``medcl compare`` and ``medcl demo`` do).
+    Lightning's info lines are hidden meanwhile (they would drown the comparison's own lines).
     """
+    from medcl.pretrain.quiet import quiet_lightning
+
+    with quiet_lightning(info=False):
+        return _compare(base, arms, out, settings, on_line)
+
+
+def _compare(base: PretrainConfig, arms: Sequence[Arm], out: str | Path, settings: CompareSettings,
+             on_line: Callable[[str], None] | None) -> Comparison:
     from medcl.data.datasets import ImageDataset
     from medcl.data.preprocessed import warm_cache
     from medcl.evaluate.features import encode_dataset
@@ -241,7 +239,6 @@ def run_comparison(
                               f"{settings.folds}-fold probing (use --folds 2 or a larger cohort)")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    _quiet_engine()
     result = Comparison(out=out, arms=arms, settings=settings, held_out=len(held_out),
                         labels={lab: cohort.manifest.label(lab).type for lab in settings.labels})
     for arm in arms:
@@ -340,7 +337,7 @@ def _write_run_artefacts(run_path: Path, item: _Planned, cohort: Cohort, held_ou
         values, _, _ = cohort.attribute_matrix([name])
         colours.setdefault(name, values[held_out, 0])
     write_embeddings(run_path, feats, colours)
-    if item.arm.method == "kernel_du":
+    if item.arm.trains and METHODS[item.arm.method].prior_kernel:
         kernel = RunDir(run_path).kernel()
         if kernel is not None:  # on a made-up batch from the kernel's de-identified reference
             from medcl.kernels.public import synthetic_batch

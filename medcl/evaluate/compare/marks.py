@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from medcl.evaluate.compare.arms import LABEL_METHODS, PRIOR_METHODS, Arm
+from medcl.evaluate.compare.arms import Arm, reads_attributes, reads_label
 
 if TYPE_CHECKING:
     from medcl.data.cohort import Cohort
@@ -52,15 +52,15 @@ def proxy_mark(cohort: Cohort, arm: Arm, label: str, train_idx: np.ndarray) -> t
     attribute's (or the whole prior's) kernel and the label's kernel, on the labelled training
     subjects. ``measures`` maps each attribute (and the combination) to its r / CKA.
     """
-    if arm.method in LABEL_METHODS:
+    if reads_label(arm.method):
         if arm.label == label:
             return True, f"trained on {label!r} itself", {}
         return False, None, {}
-    if arm.method not in PRIOR_METHODS or not arm.attributes:
+    if not reads_attributes(arm.method) or not arm.attributes:
         return False, None, {}
     if label in arm.attributes:
         return True, f"prior attribute {label!r} is the probed label", {}
-    from medcl.evaluate.attributes import _alignment_test, label_features
+    from medcl.evaluate.attributes import alignment_test, label_features
 
     kind = cohort.manifest.label(label).type
     y_all = cohort.label(label)
@@ -88,7 +88,7 @@ def proxy_mark(cohort: Cohort, arm: Arm, label: str, train_idx: np.ndarray) -> t
         kernel = cohort.prior_kernel(names).fit(values[idx], missing[idx])
         k = kernel(values[idx], missing[idx])
         k = k.detach().cpu().double().numpy() if hasattr(k, "detach") else np.asarray(k, np.float64)
-        cka, _ = _alignment_test(k, feats, 0, 0)
+        cka, _ = alignment_test(k, feats, 0, 0)
         if math.isfinite(cka):
             entry["cka"] = float(cka)
             if cka >= PROXY_CKA:
