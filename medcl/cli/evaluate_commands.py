@@ -12,8 +12,8 @@ from pathlib import Path
 
 import typer
 
-DEFAULT_INSTANCE_WEIGHT = 0.03  # medcl.pretrain.config.DEFAULT_INSTANCE_WEIGHT (not imported: keeps --help fast)
-DEFAULT_BANDWIDTH_RULE = "joint"  # medcl.pretrain.config.DEFAULT_BANDWIDTH_RULE, likewise
+from medcl.kernels.vocabulary import DEFAULT_BANDWIDTH_RULE, DEFAULT_INSTANCE_WEIGHT  # torch-free: --help stays fast
+
 METHODS_HELP = ("du, simclr, dcl, align_uniform, random_init, kernel_du:ATTR[+ATTR], y_aware:ATTR, "
                 "supervised:LABEL (cross-entropy / regression), supcon:LABEL")
 """``medcl.evaluate.compare.methods_help()``, spelled out so that ``--help`` does not import torch (the

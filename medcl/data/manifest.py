@@ -31,10 +31,11 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from medcl.errors import InputProblems, MedclInputError
+from medcl.kernels.vocabulary import CombineMode, KernelKind
 from medcl.yaml_files import read_yaml, validation_problems
 
 AttributeType = Literal["continuous", "categorical", "binary", "embedding"]
-KernelName = Literal["rbf", "delta", "cosine"]
+KernelName = KernelKind
 LabelType = Literal["binary", "multiclass", "continuous"]
 
 DEFAULT_KERNEL: dict[str, KernelName] = {
@@ -207,7 +208,7 @@ class Manifest(_Strict):
     image: ImageSpec
     preprocessing: PreprocessingSpec
     attributes: list[AttributeSpec] = []
-    kernel_combine: Literal["product", "sum"] = "product"
+    kernel_combine: CombineMode = "product"
     labels: list[LabelSpec] = []
     split: SplitSpec = SplitSpec()
 

@@ -68,18 +68,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from medcl.errors import MedclInputError
-
-KernelKind = Literal["rbf", "delta", "cosine"]
-KERNEL_KINDS: tuple[str, ...] = ("rbf", "delta", "cosine")
-COMBINE_MODES: tuple[str, ...] = ("product", "sum")
-BANDWIDTH_RULES: tuple[str, ...] = ("per_attribute", "joint")
+from medcl.kernels.vocabulary import BANDWIDTH_RULES, COMBINE_MODES, KERNEL_KINDS, KernelKind
 
 #: Most groups in an rbf / cosine imputation reference; each group pools >= MIN_GROUP subjects.
 REFERENCE_GROUPS = 64

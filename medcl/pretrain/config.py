@@ -24,6 +24,13 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 from pydantic_core import PydanticCustomError
 
 from medcl.errors import InputProblems, MedclInputError
+from medcl.kernels.vocabulary import (
+    DEFAULT_BANDWIDTH_RULE,
+    DEFAULT_INSTANCE_WEIGHT,
+    DEFAULT_RESCALE_CENTROIDS,
+    BandwidthRule,
+    CombineMode,
+)
 from medcl.losses.registry import METHODS, MethodRecord, method_names
 from medcl.models.encoders import EncoderSpec
 from medcl.yaml_files import apply_overrides, read_yaml, validation_problems
@@ -31,9 +38,6 @@ from medcl.yaml_files import apply_overrides, read_yaml, validation_problems
 if TYPE_CHECKING:
     from medcl.data.manifest import Manifest
 
-DEFAULT_INSTANCE_WEIGHT = 0.03
-DEFAULT_BANDWIDTH_RULE = "joint"
-DEFAULT_RESCALE_CENTROIDS = True
 DEFAULT_SUPCON_INSTANCE_MIX = 0.5
 
 
@@ -96,7 +100,7 @@ class LossOptions(_Strict):
 class PriorOptions(_Strict):
     """How kernel DU builds its prior kernel from the attributes (see medcl.kernels, medcl.kernels.spectrum)."""
 
-    combine: Literal["product", "sum"] | None = Field(
+    combine: CombineMode | None = Field(
         None, description="combine attribute kernels as a product or a weighted sum; null: the manifest's"
     )
     instance_weight: float = Field(
@@ -108,7 +112,7 @@ class PriorOptions(_Strict):
         0, ge=0, description="kernel DU trains as plain DU (no prior) for this many epochs first, so the encoder "
         "learns image features by instance discrimination before the prior pulls subjects together",
     )
-    bandwidth_rule: Literal["per_attribute", "joint"] = Field(
+    bandwidth_rule: BandwidthRule = Field(
         DEFAULT_BANDWIDTH_RULE, description="joint: a product kernel's median heuristic on the joint attribute vector "
         "(a typical pair of the product gets the value of a typical pair of one attribute); per_attribute: each "
         "RBF at its own median distance, which makes a product of several attributes nearly the identity",

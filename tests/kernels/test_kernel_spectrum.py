@@ -136,7 +136,8 @@ def test_batch_spectrum_needs_two_subjects() -> None:
 
 def test_cli_default_instance_weight_and_bandwidth_rule_match_the_config() -> None:
     from medcl.cli import evaluate_commands as cli
-    from medcl.pretrain.config import DEFAULT_BANDWIDTH_RULE, DEFAULT_INSTANCE_WEIGHT, PriorOptions
+    from medcl.kernels.vocabulary import DEFAULT_BANDWIDTH_RULE, DEFAULT_INSTANCE_WEIGHT
+    from medcl.pretrain.config import PriorOptions
 
     assert cli.DEFAULT_INSTANCE_WEIGHT == DEFAULT_INSTANCE_WEIGHT == PriorOptions().instance_weight
     assert math.isfinite(cli.DEFAULT_INSTANCE_WEIGHT)
