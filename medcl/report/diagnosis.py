@@ -18,7 +18,7 @@ from medcl.atomic import write_text
 from medcl.errors import MedclInputError
 from medcl.models.saved import MODEL_DOCUMENT, MODEL_METRICS, medcl_version
 from medcl.report import plots
-from medcl.report.html import CSS, REPORT_FILE, absent, escape, figure, fmt, table
+from medcl.report.html import CSS, REPORT_FILE, absent, escape, fmt, html_figure, html_table
 
 
 def is_model_dir(path: str | os.PathLike) -> bool:
@@ -38,7 +38,7 @@ def _metrics_table(test: dict[str, Any]) -> str:
         entry = entry or {}
         ci = "" if entry.get("low") is None else f"[{fmt(entry['low'])}, {fmt(entry['high'])}]"
         rows.append([escape(name), fmt(entry.get("value")), ci, escape(entry.get("n_boot", ""))])
-    return table(["test metric", "value", "95% interval (patient bootstrap)", "resamples used"], rows)
+    return html_table(["test metric", "value", "95% interval (patient bootstrap)", "resamples used"], rows)
 
 
 def diagnosis_html(model_dir: Path) -> str:
@@ -61,7 +61,7 @@ def diagnosis_html(model_dir: Path) -> str:
         ["prior attributes", escape(", ".join(provenance.get("attributes") or []) or "none")],
         ["scans", escape(json.dumps(metrics.get("sizes", {})))],
     ]
-    parts = [f"<section><h2>Model</h2>{table(['', ''], summary)}</section>"]
+    parts = [f"<section><h2>Model</h2>{html_table(['', ''], summary)}</section>"]
     if metrics.get("test"):
         parts.append(f"<section><h2>Test metrics</h2>{_metrics_table(metrics['test'])}")
         if metrics.get("notes"):
@@ -72,14 +72,14 @@ def diagnosis_html(model_dir: Path) -> str:
     reliability = metrics.get("reliability") or {}
     png = plots.reliability_diagram(reliability.get("bins") or [], title=f"ECE {fmt(reliability.get('ece'))}")
     parts.append("<section><h2>Calibration</h2>" + (
-        figure(png, "reliability diagram", "Test scans binned by predicted probability (binary: of the positive "
+        html_figure(png, "reliability diagram", "Test scans binned by predicted probability (binary: of the positive "
                 "class; multiclass: of the predicted class).") if png else absent("no reliability data "
                                                                                   "(continuous label)")) + "</section>")
     history = metrics.get("history") or []
     if history:
         rows = [[escape(h["epoch"]), escape(h["phase"]), fmt(h["train_loss"]), fmt(h["val_loss"]), fmt(h["val_score"])]
                 for h in history]
-        parts.append("<section><h2>Training</h2>" + table(
+        parts.append("<section><h2>Training</h2>" + html_table(
             ["epoch", "phase", "train loss", "val loss", "val score (AUC or -MAE)"], rows) + "</section>")
     settings = json.dumps(metrics.get("settings") or diagnosis.get("settings") or {}, indent=2)
     parts.append(f"<section><h2>Settings</h2><pre>{escape(settings)}</pre></section>")

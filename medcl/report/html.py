@@ -166,7 +166,7 @@ def _runs_section(runs: Sequence[RunArtefacts]) -> str:
             if present
         ]
         rows.append([escape(run.name), escape(run.method or "—"), _health_cell(run), escape(", ".join(found))])
-    out = table(["run", "method", "training health", "artefacts found"], rows)
+    out = html_table(["run", "method", "training health", "artefacts found"], rows)
     out += ('<p class="help">Training health (summary.json): spread of the normalised projections '
             "(about 1 when spread over the sphere, 0 when all coincide) and effective rank of the batch "
             "embeddings at the last epoch; a collapsed run learned nothing useful.</p>")
@@ -210,7 +210,7 @@ def _comparison_section(runs: Sequence[RunArtefacts]) -> str:
         '<p class="help">Mean over folds with its 95% confidence interval; '
         "the best run per column in bold.</p>"
     )
-    return note + table(header, rows)
+    return note + html_table(header, rows)
 
 
 def _health_cell(run: RunArtefacts) -> _Cell | str:
@@ -234,7 +234,7 @@ def _training_section(runs: Sequence[RunArtefacts]) -> str:
     caption = "Loss, learning rate and other logged values against the training step"
     if len(tables) > 1:
         caption += "; runs overlaid (colour = run, line style = column)"
-    out += figure(png, "training curves", caption + ".")
+    out += html_figure(png, "training curves", caption + ".")
     rows = []
     for name, table in tables.items():
         for column in table.columns:
@@ -249,7 +249,7 @@ def _training_section(runs: Sequence[RunArtefacts]) -> str:
                 ]
             )
     header = ["run"] * (len(tables) > 1) + ["column", "last", "min", "max"]
-    return out + table(header, rows)
+    return out + html_table(header, rows)
 
 
 def _probe_section(runs: Sequence[RunArtefacts]) -> str:
@@ -289,7 +289,7 @@ def _probe_section(runs: Sequence[RunArtefacts]) -> str:
         for n in probe.notes
     ]
     listing = f'<ul class="notes">{"".join(f"<li>{escape(n)}</li>" for n in notes)}</ul>' if notes else ""
-    return out + note + table(header, rows) + listing
+    return out + note + html_table(header, rows) + listing
 
 
 def _efficiency_section(runs: Sequence[RunArtefacts]) -> str:
@@ -312,7 +312,7 @@ def _efficiency_section(runs: Sequence[RunArtefacts]) -> str:
                 f"{label}: linear-probe metric vs labelled training subjects per fold "
                 "(band: 95% CI, or ± std when no interval is given)."
             )
-            out += figure(png, f"label efficiency {label}", caption)
+            out += html_figure(png, f"label efficiency {label}", caption)
     return out
 
 
@@ -330,7 +330,7 @@ def _embeddings_section(runs: Sequence[RunArtefacts], projection: Projection) ->
         n, dim = run.embeddings.features.shape
         coloured = ", ".join(run.embeddings.columns) or "nothing"
         caption = f"{method} of {n} subjects' {dim}-dimensional features, coloured by {coloured}."
-        out += figure(png, f"{method} projection of {run.name}", caption)
+        out += html_figure(png, f"{method} projection of {run.name}", caption)
     return out
 
 
@@ -342,7 +342,7 @@ def _kernel_section(runs: Sequence[RunArtefacts]) -> str:
             caption = ("Prior kernel on a synthetic batch drawn from the fitted kernel's de-identified summary "
                        "(group means and spreads, category frequencies; no subject's values), sorted by the "
                        "first attribute (1 = same attributes).")
-            out += figure(plots.kernel_matrix(run.kernel_batch), f"kernel matrix of {run.name}", caption)
+            out += html_figure(plots.kernel_matrix(run.kernel_batch), f"kernel matrix of {run.name}", caption)
         else:
             out += absent(f"No {KERNEL_BATCH_FILE} in run {run.name}.")
         if run.spectrum is not None:
@@ -368,7 +368,7 @@ def _spectrum_table(spectrum: dict[str, Any]) -> str:
            "smoother keeps (eigenvalues above lam), the retained fraction mean e/(e+lam) (plain DU: ~1) and the "
            "spread kept mean (e/(e+lam))^2 (without prior.rescale_centroids, t acts as t times it). "
            "Attribute rows show each attribute's kernel alone, without the instance term.</p>")
-    out += table(columns, body)
+    out += html_table(columns, body)
     warning = spectrum.get("warning")
     if warning:
         out += f'<p class="absent">Warning: {escape(str(warning))}</p>'
@@ -395,10 +395,10 @@ def _attributes_section(runs: Sequence[RunArtefacts]) -> str:
             '<p class="help">How much each weak attribute is reflected in the learned features '
             "(CKA: 0 = not at all, 1 = fully).</p>"
         )
-        out += table(columns, rows)
+        out += html_table(columns, rows)
         png = plots.attribute_cka(run.attributes)
         if png is not None:
-            out += figure(png, f"attribute CKA of {run.name}", "CKA per attribute.")
+            out += html_figure(png, f"attribute CKA of {run.name}", "CKA per attribute.")
     return out
 
 
@@ -430,7 +430,7 @@ class _Cell(str):
         return obj
 
 
-def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+def html_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     """An HTML table; header strings are escaped here, cells must already be escaped."""
     head = "".join(f"<th>{escape(h)}</th>" for h in header)
     body = "".join(
@@ -444,7 +444,7 @@ def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     )
 
 
-def figure(png: bytes, alt: str, caption: str) -> str:
+def html_figure(png: bytes, alt: str, caption: str) -> str:
     data = base64.b64encode(png).decode("ascii")
     return (
         f'<figure><img alt="{escape(alt)}" src="data:image/png;base64,{data}">'
