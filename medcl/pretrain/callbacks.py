@@ -237,7 +237,7 @@ class OnlineProbe(L.Callback):
 
         if part not in self._datasets:
             self._datasets[part] = ImageDataset(self.cohort, idx, cache=self.cache, cache_dir=self.cache_dir)
-        return encode_dataset(module.encoder, self._datasets[part], batch_size=self.batch_size,
+        return encode_dataset(module, self._datasets[part], batch_size=self.batch_size,
                               device=module.device, progress=False)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
