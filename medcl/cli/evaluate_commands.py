@@ -77,6 +77,7 @@ def probe_command(
     """
     from medcl.errors import MedclInputError
     from medcl.evaluate.probe_run import probe_run
+    from medcl.pretrain.run_dir import RunDir
 
     if subjects not in ("outside", "all"):
         raise MedclInputError(f"--subjects {subjects!r}: choose outside or all")
@@ -104,7 +105,7 @@ def probe_command(
     typer.echo(result.table())
     for note in result.notes:
         typer.echo(f"note: {note}")
-    folder = run_dir / "probe" / "random-init" if random_init else run_dir / "probe"
+    folder = RunDir(run_dir).probe_results_dir(random_init)
     typer.echo(f"results: {folder / (label + '.json')} (+ .csv)")
 
 

@@ -1,8 +1,9 @@
 """The run-directory files the report reads, and writers for the two that only the report needs.
 
-Files (all optional; the report shows what is present):
+Files (all optional; the report shows what is present; their names are :class:`RunDir`'s):
 
-- ``config.yaml``: the resolved run config; its ``method`` names the pretraining method.
+- ``config.yaml``: the resolved run config; its ``method`` names the pretraining method and its
+  ``kernel`` is the fitted prior kernel (``PriorKernel.to_dict()``), shown by the report.
 - ``metrics.csv``: one row per logged step (Lightning's CSV logger); numeric columns such as
   ``step``, ``epoch``, ``train/loss``, ``val/loss``, ``lr``. Rows may be sparse.
 - ``probe/<label>.json``: one linear-probe result per label (format in :mod:`medcl.report.collect`).
@@ -11,7 +12,7 @@ Files (all optional; the report shows what is present):
 - ``kernel_batch.npy``: the (n, n) prior kernel on a batch, for a picture of the kernel. Written by
   :func:`write_kernel_batch`; ``medcl compare`` evaluates the kernel on a synthetic batch
   (:func:`medcl.kernels.public.synthetic_batch`), never on subjects' attributes.
-- ``kernel.json``: the fitted prior kernel (``PriorKernel.to_dict()``).
+- ``kernel.json``: the fitted prior kernel of a run written before it was kept in config.yaml only.
 - ``attributes.json``: attribute diagnostics, a list of ``{"attribute", "cka", "p_value"}``.
 - ``summary.json``: the run's summary; the report reads its ``health`` entry (collapse check,
   :mod:`medcl.pretrain.health`).
@@ -28,16 +29,18 @@ import numpy as np
 
 from medcl.atomic import atomic_path
 from medcl.errors import MedclInputError
+from medcl.pretrain.run_dir import RunDir
 
-CONFIG_FILE = "config.yaml"
-METRICS_FILE = "metrics.csv"
-PROBE_DIR = "probe"
-EMBEDDINGS_FILE = "embeddings.npz"
-KERNEL_BATCH_FILE = "kernel_batch.npy"
-KERNEL_FILE = "kernel.json"
-SPECTRUM_FILE = "spectrum.json"
-ATTRIBUTES_FILE = "attributes.json"
-SUMMARY_FILE = "summary.json"
+# the report's names for RunDir's file names
+CONFIG_FILE = RunDir.CONFIG
+METRICS_FILE = RunDir.METRICS
+PROBE_DIR = RunDir.PROBE
+EMBEDDINGS_FILE = RunDir.EMBEDDINGS
+KERNEL_BATCH_FILE = RunDir.KERNEL_BATCH
+KERNEL_FILE = RunDir.KERNEL
+SPECTRUM_FILE = RunDir.SPECTRUM
+ATTRIBUTES_FILE = RunDir.ATTRIBUTES
+SUMMARY_FILE = RunDir.SUMMARY
 
 FEATURES_KEY = "features"
 
@@ -86,7 +89,7 @@ def write_embeddings(
         if col.dtype == object:
             col = np.array(["" if v is None else str(v) for v in col])
         arrays[str(name)] = col
-    target = Path(run_dir) / EMBEDDINGS_FILE
+    target = RunDir(run_dir).embeddings_path
     with atomic_path(target) as tmp:
         with open(tmp, "wb") as fh:
             np.savez_compressed(fh, **arrays)
@@ -102,7 +105,7 @@ def write_kernel_batch(run_dir: str | os.PathLike, kernel: np.ndarray) -> Path:
     mat = np.asarray(kernel, dtype=np.float64)
     if mat.ndim != 2 or mat.shape[0] != mat.shape[1] or mat.shape[0] == 0:
         raise MedclInputError(f"kernel batch: expected a square (n, n) matrix, got {mat.shape}")
-    target = Path(run_dir) / KERNEL_BATCH_FILE
+    target = RunDir(run_dir).kernel_batch_path
     with atomic_path(target) as tmp:
         with open(tmp, "wb") as fh:
             np.save(fh, mat.astype(np.float32))

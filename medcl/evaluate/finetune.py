@@ -51,9 +51,11 @@ def _provenance(run_dir: Path, options: FineTuneOptions) -> dict[str, Any]:
     """Where the encoder came from: run folder name, method, prior attributes (names only, no values)."""
     import yaml
 
+    from medcl.pretrain.run_dir import RunDir
+
     info: dict[str, Any] = {"run": run_dir.resolve().name, "init": options.init, "mode": options.mode}
     try:
-        config = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
+        config = yaml.safe_load(RunDir(run_dir).config_path.read_text()) or {}
     except (OSError, yaml.YAMLError):
         return {**info, "method": "unknown"}
     info["method"] = config.get("method", "unknown")

@@ -16,39 +16,30 @@ import numpy as np
 from medcl.errors import MedclInputError
 from medcl.evaluate.metrics import ProbeResult, write_probe_result
 from medcl.evaluate.probe import probe_features
+from medcl.pretrain.run_dir import RunDir
 
 
 def run_encoder(run_dir: Path, *, random_init: bool, seed: int):
     """The run's encoder (or a random one of the same spec) and its input spec."""
-    from medcl.models.saved import load_safetensors
-    from medcl.pretrain.run_dir import RunDir
+    from medcl.models.saved import random_encoder
 
     run = RunDir(run_dir)
     if not run.path.is_dir():
         raise MedclInputError(f"{run.path}: no such run directory")
     if not run.encoder_json.is_file() or (not random_init and not run.encoder_weights.is_file()):
         raise MedclInputError(
-            f"{run.path}: no trained encoder (encoder.safetensors / encoder.json missing); "
+            f"{run.path}: no trained encoder ({run.ENCODER_WEIGHTS} / {run.ENCODER_DOCUMENT} missing); "
             "finish pretraining first"
         )
     if not random_init:
-        return load_safetensors(run.encoder_weights, run.encoder_json)  # as medcl.load_encoder(run dir)
-    import torch
-
-    from medcl.models.encoders import EncoderSpec, build_encoder
-
+        return run.load_encoder()  # as medcl.load_encoder(run dir)
     info = run.encoder_info()
-    torch.manual_seed(seed)
-    encoder = build_encoder(EncoderSpec.model_validate(info["spec"]))
-    encoder.input_spec = info["input"]
-    return encoder.eval()
+    return random_encoder(info["spec"], seed, info["input"])
 
 
 def _probe_subjects(run_dir: Path, cohort: Any, labels: np.ndarray, subjects: str,
                     label: str) -> tuple[np.ndarray, str | None]:
     """Indices of the labelled subjects to probe, and a note saying which were left out (or kept)."""
-    from medcl.pretrain.run_dir import RunDir
-
     if subjects not in ("outside", "all"):
         raise MedclInputError(f"subjects: expected 'outside' or 'all', got {subjects!r}")
     labelled = np.isfinite(labels)
@@ -169,7 +160,7 @@ def probe_run(
     if write:
         write_probe_result(
             result,
-            run_dir / "probe" / "random-init" if random_init else run_dir / "probe",
+            RunDir(run_dir).probe_results_dir(random_init),
             label,
             encoder="random-init" if random_init else "pretrained",
             manifest=cohort.manifest.name,

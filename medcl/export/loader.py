@@ -16,6 +16,7 @@ from medcl.models.saved import (
     load_diagnosis_model,
     load_safetensors,
 )
+from medcl.pretrain.run_dir import RunDir
 
 
 def _sniff(path: Path) -> str:
@@ -61,13 +62,13 @@ def load_encoder(path: str | os.PathLike) -> nn.Module:
     if path.is_dir():
         if (path / "configs" / "metadata.json").is_file():
             return FORMAT_MODULES["bundle"].load(path)
-        if (path / "encoder.safetensors").is_file():
-            return load_safetensors(path / "encoder.safetensors", path / "encoder.json")
+        if (run := RunDir(path)).encoder_weights.is_file():
+            return load_safetensors(run.encoder_weights, run.encoder_json)
         if (path / MODEL_WEIGHTS).is_file():
             return load_diagnosis_model(path)
         raise MedclInputError(
             f"{path}: a folder, but neither a MONAI bundle (configs/metadata.json), a run directory "
-            f"(encoder.safetensors) nor a diagnosis model ({MODEL_WEIGHTS})"
+            f"({RunDir.ENCODER_WEIGHTS}) nor a diagnosis model ({MODEL_WEIGHTS})"
         )
     suffix = path.suffix.lower()
     if suffix == ".safetensors":

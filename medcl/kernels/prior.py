@@ -45,7 +45,7 @@ Missing values (mean-embedding imputation). A subject missing an attribute (any 
 columns flagged in ``missing`` or NaN) gets the mean feature map of the training values, so
 ``k(i, j) = mean_b k(b, a_j)`` for i missing and ``k(i, i') = mean_{b, b'} k(b, b')`` when both
 are. The means run over a compact, de-identified training reference stored by
-:meth:`PriorKernel.fit` (and in ``kernel.json`` / ``config.yaml``): for ``delta`` the training
+:meth:`PriorKernel.fit` (and in a run's ``config.yaml``): for ``delta`` the training
 categories and their frequencies (exact); for ``cosine`` the mean unit vector, i.e. the mean
 feature map itself (exact); for ``rbf`` the mean and spread of groups of at least ``MIN_GROUP``
 training subjects, weighted by group size (at most ``REFERENCE_GROUPS`` groups: on one column,

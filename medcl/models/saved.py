@@ -1,11 +1,16 @@
 """medcl models on disk: safetensors weights plus one JSON document (architecture, input spec).
 
-A run directory stores its encoder this way (``encoder.safetensors`` + ``encoder.json``) and so do the
-``safetensors`` and ``bundle`` exports (:mod:`medcl.export`); every other export format embeds the same
-document. A diagnosis model (``medcl finetune --out MODEL_DIR``: encoder + linear head) is the same
-document with ``format`` :data:`DIAGNOSIS_FORMAT` and a ``diagnosis`` block (label, classes,
-decision threshold, preprocessing, provenance), saved as ``MODEL_DIR/model.safetensors`` +
-``model.json``. This module writes the documents and rebuilds trainable modules from them.
+This module owns the encoder document: its format name and version key, the one writer of a
+run's encoder (:func:`save_encoder`), the one loader (:func:`load_safetensors`) and the random-init
+rebuild of an encoder spec (:func:`random_encoder`). A run directory stores its encoder this way
+(``encoder.safetensors`` + ``encoder.json``) and so do the ``safetensors`` and ``bundle`` exports
+(:mod:`medcl.export`); every other export format embeds the same document. Run documents written
+before the version key was unified carry ``"version"`` and a top-level ``"method"``;
+:func:`upgrade_document` reads them as today's.
+
+A diagnosis model (``medcl finetune --out MODEL_DIR``: encoder + linear head) is the same document
+with ``format`` :data:`DIAGNOSIS_FORMAT` and a ``diagnosis`` block (label, classes, decision
+threshold, preprocessing, provenance), saved as ``MODEL_DIR/model.safetensors`` + ``model.json``.
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ from medcl.errors import MedclInputError
 
 ENCODER_FORMAT = "medcl-encoder"  # the "format" key of every medcl encoder document
 FORMAT_VERSION = 1
+VERSION_KEY = "format_version"  # the document's version (older run documents: LEGACY_VERSION_KEY)
+LEGACY_VERSION_KEY = "version"
 METADATA_KEY = "medcl.json"  # extra file / metadata entry holding the document
 DIAGNOSIS_FORMAT = "medcl-diagnosis-model"  # the "format" key of a diagnosis model's document
 MODEL_WEIGHTS = "model.safetensors"  # a diagnosis model folder: weights,
@@ -67,7 +74,7 @@ def encoder_document(
     input_shape(input_spec)  # validates
     return {
         "format": ENCODER_FORMAT,
-        "format_version": FORMAT_VERSION,
+        VERSION_KEY: FORMAT_VERSION,
         "medcl_version": medcl_version(),
         "spec": spec,
         "input": dict(input_spec),
@@ -102,14 +109,34 @@ def diagnosis_document(
     return doc
 
 
+def document_version(doc: dict[str, Any]) -> int:
+    """The version of an encoder document (``format_version``, or an older run's ``version``; 1 if none)."""
+    return int(doc.get(VERSION_KEY, doc.get(LEGACY_VERSION_KEY, 1)))
+
+
+def upgrade_document(doc: dict[str, Any]) -> dict[str, Any]:
+    """``doc`` in today's layout: an older run's ``version`` becomes ``format_version`` and its
+    top-level ``method`` moves into ``training`` (a copy; today's documents come back unchanged)."""
+    if LEGACY_VERSION_KEY not in doc and "method" not in doc:
+        return doc
+    doc = dict(doc)
+    doc[VERSION_KEY] = document_version(doc)
+    doc.pop(LEGACY_VERSION_KEY, None)
+    if "method" in doc:
+        doc["training"] = {"method": doc.pop("method"), **(doc.get("training") or {})}
+    return doc
+
+
 def check_document(doc: Any, path: Path) -> dict[str, Any]:
+    """``doc`` if it is a medcl encoder or diagnosis document (upgraded to today's layout), else
+    MedclInputError naming ``path``."""
     if not isinstance(doc, dict) or doc.get("format") not in (ENCODER_FORMAT, DIAGNOSIS_FORMAT):
         raise MedclInputError(f"{path}: not a medcl encoder (no '{ENCODER_FORMAT}' metadata)")
     if doc["format"] == DIAGNOSIS_FORMAT and not isinstance(doc.get("diagnosis"), dict):
         raise MedclInputError(f"{path}: a medcl diagnosis model document without its 'diagnosis' block")
     if "input" not in doc:
         raise MedclInputError(f"{path}: medcl encoder metadata lacks the input spec")
-    return doc
+    return upgrade_document(doc)
 
 
 def parse_document(text: str | bytes | None, path: Path) -> dict[str, Any]:
@@ -165,6 +192,13 @@ def read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str
 
 
 def load_safetensors(path: Path, sidecar: Path | None = None) -> nn.Module:
+    """The network stored in a ``.safetensors`` file, rebuilt from its document: ``sidecar`` (default:
+    the same name with ``.json``) when it exists, else the one embedded in the header.
+
+    The one loader of medcl's encoder files (run directories, safetensors / bundle exports,
+    diagnosis models). Returns it in eval mode with ``.input_spec`` and ``.metadata``; raises
+    MedclInputError naming the file.
+    """
     weights, header = read_safetensors(path)
     sidecar = sidecar or path.with_suffix(".json")
     if sidecar.is_file():
@@ -177,6 +211,36 @@ def load_safetensors(path: Path, sidecar: Path | None = None) -> nn.Module:
 def state_dict_copy(module: nn.Module) -> dict[str, torch.Tensor]:
     # safetensors refuses shared storage: give every tensor its own contiguous copy
     return {k: v.detach().cpu().contiguous().clone() for k, v in module.state_dict().items()}
+
+
+def save_encoder(module: nn.Module, doc: dict[str, Any], weights: Path, document: Path) -> None:
+    """Write ``module``'s weights to ``weights`` (the document embedded in the header, so the file
+    loads alone) and ``doc`` to ``document`` (JSON), each atomically. A run's end-of-training export."""
+    from safetensors.torch import save_file
+
+    from medcl.atomic import atomic_path, write_json
+
+    check_document(doc, document)
+    header = {"format": ENCODER_FORMAT, METADATA_KEY: json.dumps(doc)}
+    with atomic_path(weights) as tmp:
+        save_file(state_dict_copy(module), str(tmp), metadata=header)
+    write_json(document, doc)
+
+
+def random_encoder(spec: Any, seed: int, input_spec: dict[str, Any] | None = None) -> nn.Module:
+    """An untrained encoder of ``spec`` (an EncoderSpec or its dict, as in a document's ``spec``),
+    initialised after ``torch.manual_seed(seed)``, in eval mode: the random-init baseline of
+    ``medcl probe --random-init`` and of ``medcl compare``'s random_init arm. ``input_spec`` is
+    attached as ``.input_spec`` when given."""
+    from medcl.models.encoders import EncoderSpec, build_encoder
+
+    if not isinstance(spec, EncoderSpec):
+        spec = EncoderSpec.model_validate(spec)
+    torch.manual_seed(seed)
+    encoder = build_encoder(spec)
+    if input_spec is not None:
+        encoder.input_spec = input_spec
+    return encoder.eval()
 
 
 def save_diagnosis_model(model: nn.Module, doc: dict[str, Any], folder: Path) -> None:

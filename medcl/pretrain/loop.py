@@ -30,7 +30,7 @@ import numpy as np
 from medcl.atomic import write_json, write_text
 from medcl.errors import MedclInputError
 from medcl.pretrain.config import PretrainConfig, parse_config, upgrade_saved_config
-from medcl.pretrain.run_dir import ENCODER_FORMAT, RunDir
+from medcl.pretrain.run_dir import RunDir
 
 
 @dataclass
@@ -172,8 +172,6 @@ def _write_start_files(run: RunDir, prep: PreparedRun) -> None:
     table = pd.DataFrame({"subject_id": prep.cohort.subject_ids, "patient_id": prep.cohort.patient_ids,
                           "split": prep.split})
     write_text(run.split_path, table.to_csv(index=False))
-    if prep.config.kernel is not None:
-        write_json(run.kernel_path, prep.config.kernel)
     spectrum = prior_spectrum(prep)
     if spectrum is not None:
         write_json(run.spectrum_path, spectrum)
@@ -196,22 +194,12 @@ def input_spec(manifest: Any) -> dict[str, Any]:
 
 
 def export_run_encoder(run: RunDir, module: Any, manifest: Any) -> None:
-    """Write ``encoder.safetensors`` + ``encoder.json`` (spec, input spec) atomically."""
-    from safetensors.torch import save_file
+    """Write ``encoder.safetensors`` + ``encoder.json`` (the encoder document: spec, input spec,
+    method) atomically, with :func:`medcl.models.saved.save_encoder`."""
+    from medcl.models.saved import encoder_document, save_encoder
 
-    from medcl.atomic import atomic_path
-
-    state = {k: v.detach().cpu().contiguous() for k, v in module.encoder.state_dict().items()}
-    with atomic_path(run.encoder_weights) as tmp:
-        save_file(state, str(tmp), metadata={"format": ENCODER_FORMAT})
-    write_json(run.encoder_json, {
-        "format": ENCODER_FORMAT,
-        "version": 1,
-        "spec": module.encoder.spec.model_dump(mode="json"),
-        "out_features": module.encoder.out_features,
-        "input": input_spec(manifest),
-        "method": module.config.method,
-    })
+    doc = encoder_document(module.encoder, input_spec(manifest), training={"method": module.config.method})
+    save_encoder(module.encoder, doc, run.encoder_weights, run.encoder_json)
 
 
 def build_trainer(config: PretrainConfig, run: RunDir, callbacks: list, steps_per_epoch: int = 1) -> Any:

@@ -184,6 +184,8 @@ def collect_run(run_dir: str | os.PathLike, name: str | None = None) -> RunArtef
             setattr(run, attr, reader(file, run.notes))
         except _READ_ERRORS as err:
             run.notes.append(f"{filename}: unreadable ({type(err).__name__}: {_short(err)})")
+    if isinstance(run.config, dict) and isinstance(run.config.get("kernel"), dict):
+        run.kernel_spec = run.config["kernel"]  # the one store (kernel.json: older runs only)
     probe_dir = path / PROBE_DIR
     if probe_dir.is_dir():
         for file in sorted(probe_dir.glob("*.json")):

@@ -350,7 +350,7 @@ def _kernel_section(runs: Sequence[RunArtefacts]) -> str:
         if run.kernel_spec is not None:
             text = json.dumps(public_kernel(redact_ids(run.kernel_spec)), indent=2, default=str)
             out += (
-                '<p class="help">Fitted kernel (kernel.json; the imputation reference, a summary of '
+                '<p class="help">Fitted kernel (config.yaml; the imputation reference, a summary of '
                 f"the training cohort, stays in the run directory):</p><pre>{escape(text)}</pre>"
             )
     return out

@@ -97,8 +97,9 @@ def test_every_method_trains_and_writes_the_run_dir(method: str, synthetic_3d_ma
         values, _, _ = Cohort.from_manifest(synthetic_3d_manifest).attribute_matrix(["age"])
         ages = values[(split["split"] == "train").to_numpy(), 0]
         assert resolved.loss.sigma == pytest.approx(0.25 * np.nanstd(ages, ddof=1), rel=1e-5)
-    # a kernel (and its training reference) only for the methods that use the attributes
-    assert run.kernel_path.is_file() == (method in ("kernel_du", "y_aware")) == (resolved.kernel is not None)
+    # a kernel (and its training reference) only for the methods that use the attributes, stored once
+    assert (run.kernel_dict() is not None) == (method in ("kernel_du", "y_aware")) == (resolved.kernel is not None)
+    assert not run.kernel_path.exists()
 
 
 def test_kernel_is_fitted_on_the_training_split_only(synthetic_3d_manifest: Path, tmp_path: Path) -> None:
@@ -107,8 +108,8 @@ def test_kernel_is_fitted_on_the_training_split_only(synthetic_3d_manifest: Path
     out = tmp_path / "run"
     assert cli(["pretrain", "--config", config, "--out", out]) == 0
     run = RunDir(out)
-    saved = json.loads(run.kernel_path.read_text())
-    assert run.config().kernel == saved
+    saved = run.kernel_dict()
+    assert saved is not None and run.config().kernel == saved
 
     cohort = Cohort.from_manifest(synthetic_3d_manifest)
     values, missing, _ = cohort.attribute_matrix(["age", "score1"])

@@ -61,7 +61,7 @@ def train_and_probe(manifest: Path, out: Path, method: str, attributes: list[str
     from medcl.demo import DemoSettings, base_config
     from medcl.evaluate.features import encode_dataset
     from medcl.evaluate.probe import probe_features
-    from medcl.models.encoders import build_encoder
+    from medcl.models.saved import random_encoder
     from medcl.pretrain.config import parse_config
     from medcl.pretrain.loop import pretrain
 
@@ -71,12 +71,9 @@ def train_and_probe(manifest: Path, out: Path, method: str, attributes: list[str
                   epochs=epochs or s.epochs, **overrides)
     config = parse_config(values)
     cohort = Cohort.from_manifest(manifest)
-    if method == "random_init":
-        import torch
-
-        torch.manual_seed(seed)  # as compare's random_init arm
+    if method == "random_init":  # as compare's random_init arm
         spec = config.encoder.resolved(cohort.manifest.image.spatial_dims, cohort.manifest.image.channels)
-        encoder, loss = build_encoder(spec).eval(), np.array([])
+        encoder, loss = random_encoder(spec, seed), np.array([])
     else:
         run = pretrain(config, out)
         encoder, loss = run.load_encoder(), run.metrics()["train/loss_epoch"].dropna().to_numpy()

@@ -22,7 +22,6 @@ from medcl.atomic import atomic_path, json_safe, write_json, write_text
 from medcl.errors import MedclInputError
 from medcl.evaluate.compare.arms import RANDOM_INIT, Arm, CompareSettings, check_unique, reads_label
 from medcl.evaluate.compare.fingerprints import (
-    FINGERPRINT_FILE,
     cohort_digest,
     learned_settings,
     run_fingerprint,
@@ -34,6 +33,7 @@ from medcl.evaluate.compare.statistics import PRIMARY_METRIC, SECONDARY_METRIC, 
 from medcl.losses.registry import METHODS
 from medcl.models.saved import medcl_version
 from medcl.pretrain.progress import format_duration
+from medcl.pretrain.run_dir import RunDir
 
 if TYPE_CHECKING:
     from medcl.data.cohort import Cohort
@@ -114,18 +114,13 @@ def plan(base: PretrainConfig, arms: Sequence[Arm], settings: CompareSettings) -
 def _held_out(cohort: Cohort, run_path: Path | None) -> np.ndarray:
     """Cohort rows outside the pretraining split: the run's own split.csv when it has one (read as
     `medcl probe` reads it), else the cohort's split (random init)."""
-    if run_path is None or not (run_path / "split.csv").is_file():
+    if run_path is None or not RunDir(run_path).split_path.is_file():
         return np.flatnonzero(np.asarray(cohort.split()) != "train")
-    from medcl.pretrain.run_dir import RunDir
-
     ids = np.asarray([str(i) for i in cohort.subject_ids], dtype=object)
     train_ids = RunDir(run_path).pretraining_subject_ids()
     if not train_ids <= set(ids):
-        raise MedclInputError(f"{run_path}/split.csv does not list this cohort's subjects; delete the run")
+        raise MedclInputError(f"{RunDir(run_path).split_path} does not list this cohort's subjects; delete the run")
     return np.flatnonzero(~np.isin(ids, list(train_ids)))
-
-
-DIVERGED_FILE = "diverged.json"
 
 
 def _ensure_run(item: _Planned, run_path: Path) -> tuple[bool, float, str | None]:
@@ -136,7 +131,6 @@ def _ensure_run(item: _Planned, run_path: Path) -> tuple[bool, float, str | None
     diverged, also when reused: training is deterministic, so retraining would diverge again.
     """
     from medcl.pretrain.module import NonFiniteLossError
-    from medcl.pretrain.run_dir import RunDir
 
     start = time.perf_counter()
     want = item.fingerprint["fingerprint"]
@@ -144,7 +138,7 @@ def _ensure_run(item: _Planned, run_path: Path) -> tuple[bool, float, str | None
     diverged = _stored_divergence(run_path, want)
     if diverged is not None:
         return True, time.perf_counter() - start, diverged
-    done = (run.is_finished() if item.arm.trains else (run_path / "config.yaml").is_file())
+    done = (run.is_finished() if item.arm.trains else run.config_path.is_file())
     if done and stored_fingerprint(run_path) == want:
         return True, time.perf_counter() - start, None
     if run_path.exists():
@@ -155,19 +149,19 @@ def _ensure_run(item: _Planned, run_path: Path) -> tuple[bool, float, str | None
         try:
             pretrain(item.config, run_path)
         except NonFiniteLossError as err:
-            write_json(run_path / DIVERGED_FILE, {"fingerprint": want, "error": str(err)})
+            write_json(run.diverged_path, {"fingerprint": want, "error": str(err)})
             return False, time.perf_counter() - start, str(err)
     else:
         run_path.mkdir(parents=True, exist_ok=True)
-        write_text(run_path / "config.yaml", f"method: {RANDOM_INIT}\nseed: {item.seed}\n")
-    write_json(run_path / FINGERPRINT_FILE, item.fingerprint)
+        write_text(run.config_path, f"method: {RANDOM_INIT}\nseed: {item.seed}\n")
+    write_json(run.fingerprint_path, item.fingerprint)
     return False, time.perf_counter() - start, None
 
 
 def _stored_divergence(run_path: Path, fingerprint: str) -> str | None:
     """The error of a run that diverged with this fingerprint (None: it did not, or other settings)."""
     try:
-        record = json.loads((run_path / DIVERGED_FILE).read_text())
+        record = json.loads(RunDir(run_path).diverged_path.read_text())
     except (OSError, ValueError):
         return None
     return str(record.get("error", "non-finite loss")) if record.get("fingerprint") == fingerprint else None
@@ -175,16 +169,11 @@ def _stored_divergence(run_path: Path, fingerprint: str) -> str | None:
 
 def _encoder(item: _Planned, run_path: Path, base: PretrainConfig, cohort: Cohort):
     if item.arm.trains:
-        from medcl.pretrain.run_dir import RunDir
-
         return RunDir(run_path).load_encoder()
-    import torch
-
-    from medcl.models.encoders import build_encoder
+    from medcl.models.saved import random_encoder
 
     spec = base.encoder.resolved(cohort.manifest.image.spatial_dims, cohort.manifest.image.channels)
-    torch.manual_seed(item.seed)
-    return build_encoder(spec).eval()
+    return random_encoder(spec, item.seed)
 
 
 def _expected(arm: Arm, spent: dict[str, list[float]], arms: Sequence[Arm]) -> float:
@@ -280,8 +269,9 @@ def _compare(base: PretrainConfig, arms: Sequence[Arm], out: str | Path, setting
         feats = encode_dataset(encoder, images, batch_size=settings.encode_batch_size, progress=False)
         collapsed, why = run_health(run_path) if item.arm.trains else (False, None)
         scores = []
-        if (run_path / "probe").is_dir():
-            shutil.rmtree(run_path / "probe")  # probes of an earlier comparison (other labels, folds)
+        probe_dir = RunDir(run_path).probe_dir
+        if probe_dir.is_dir():
+            shutil.rmtree(probe_dir)  # probes of an earlier comparison (other labels, folds)
         for label, kind in result.labels.items():
             y = cohort.label(label)[held_out]
             ok = np.isfinite(y)
@@ -293,7 +283,7 @@ def _compare(base: PretrainConfig, arms: Sequence[Arm], out: str | Path, setting
                                        seed=item.seed + 1000 * r,
                                        train_sizes=settings.train_sizes if r == 0 else None)
                 if r == 0:  # the run's probe/ folder (label-efficiency curve included): the first draw
-                    write_probe_result(probe, run_path / "probe", label, encoder=item.arm.name, held_out=True)
+                    write_probe_result(probe, probe_dir, label, encoder=item.arm.name, held_out=True)
                 per_fold += list(probe.metric(metric).per_fold)
                 second.append(probe.metric(SECONDARY_METRIC[kind]).mean)
             summary = MetricSummary.from_folds(per_fold)
@@ -330,7 +320,6 @@ def _write_run_artefacts(run_path: Path, item: _Planned, cohort: Cohort, held_ou
     """What the report plots: embeddings coloured by the labels (and ``colour_by``), the prior
     kernel on a synthetic batch (no subject's attributes)."""
     from medcl.evaluate.artefacts import write_embeddings, write_kernel_batch
-    from medcl.pretrain.run_dir import RunDir
 
     colours = {label: cohort.label(label)[held_out] for label in settings.labels}
     for name in settings.colour_by:

@@ -14,13 +14,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from medcl.models.saved import medcl_version
+from medcl.pretrain.run_dir import RunDir
 
 if TYPE_CHECKING:
     from medcl.data.cohort import Cohort
     from medcl.pretrain.config import PretrainConfig
 
 
-FINGERPRINT_FILE = "fingerprint.json"
+FINGERPRINT_FILE = RunDir.FINGERPRINT
 FINGERPRINT_VERSION = 1
 # config keys that change nothing learned (display, where preprocessed images are kept): left out of fingerprints
 _DISPLAY_KEYS = ("progress_bar", "cache", "cache_dir")
@@ -94,6 +95,6 @@ def run_fingerprint(resolved: dict[str, Any], cohort_sha: str, version: str | No
 def stored_fingerprint(run_path: Path) -> str | None:
     """The fingerprint a finished run folder was stored with (None: none, or unreadable)."""
     try:
-        return str(json.loads((run_path / FINGERPRINT_FILE).read_text())["fingerprint"])
+        return str(json.loads(RunDir(run_path).fingerprint_path.read_text())["fingerprint"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
