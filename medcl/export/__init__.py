@@ -34,17 +34,7 @@ The names below load on first use, so ``medcl --help`` can read the format table
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from medcl.export.bundle import bundle_inference_config, bundle_metadata, check_bundle_metadata
-    from medcl.export.format import ExportFormat, Sidecar
-    from medcl.export.frozen import ExportedEncoder, OnnxEncoder
-    from medcl.export.loader import load_encoder
-    from medcl.export.registry import FORMATS, export_formats, format_names, get_format, registered
-    from medcl.export.roundtrip import ExportCheckError, default_export_path, export_module, with_format_suffix
-    from medcl.export.run import export_diagnosis_model, export_encoder, run_training_info
-    from medcl.models.saved import ENCODER_FORMAT, FORMAT_VERSION, METADATA_KEY, encoder_document, input_shape
+from typing import Any
 
 _WHERE = {
     "medcl.export.bundle": ("bundle_inference_config", "bundle_metadata", "check_bundle_metadata"),
