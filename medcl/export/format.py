@@ -38,9 +38,9 @@ class ExportFormat:
     """One export format: its name, where it lives on disk, and how to write, recognise and load it.
 
     Attributes:
-        name: the ``--format`` value (``"onnx"``).
+        name: the ``--format`` value, as the user types it.
         summary: said after the name in ``medcl export --help`` (``"name (summary)"``; empty: name alone).
-        expected: how the loader's "unknown format" message names the artifact (``".onnx"``).
+        expected: how the loader's "unknown format" message names the artifact (its suffix, or "a NAME folder").
         write: writes the artifact (see :data:`Writer`); run inside the round-trip check.
         load: loads it back (see :data:`Loader`).
         suffixes: file extensions, lower case; the first is written, all are loaded as this format.
