@@ -23,7 +23,7 @@ Example: `medcl export runs/s3d --format {default} --out exports/s3d_{default}`
 """
 
 
-def _help() -> str:
+def help_text() -> str:
     """The command's help: every format with its summary, from the table."""
     formats = ", ".join(f"{fmt.name} ({fmt.summary})" if fmt.summary else fmt.name for fmt in export_formats())
     return _HELP.format(formats=formats, default=format_names()[0])
@@ -41,7 +41,7 @@ def export_command(
     ),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing target"),
 ) -> None:
-    """Export the run's encoder (or a diagnosis model) in format ``fmt``; the help text is :func:`_help`."""
+    """Export the run's encoder (or a diagnosis model) in format ``fmt``; the help text is :func:`help_text`."""
     from medcl.errors import MedclInputError
     from medcl.export import export_diagnosis_model, export_encoder, get_format
     from medcl.models.saved import MODEL_DOCUMENT
@@ -59,4 +59,4 @@ def export_command(
 
 def register(app: typer.Typer) -> None:
     """Add ``medcl export`` to ``app``."""
-    app.command("export", help=_help())(export_command)
+    app.command("export", help=help_text())(export_command)

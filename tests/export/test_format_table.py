@@ -13,7 +13,7 @@ import torch
 from downstream_helpers import make_run_dir, tiny_encoder
 
 from medcl.cli import main
-from medcl.cli.export_commands import _help
+from medcl.cli.export_commands import help_text
 from medcl.errors import MedclInputError
 from medcl.export import (
     FORMATS,
@@ -70,7 +70,7 @@ def npz_format():
 
 def test_a_registered_format_is_offered_written_loaded_and_checked(npz_format, tmp_path):
     assert format_names()[-1] == "npz" and get_format("npz") is npz_format
-    assert "npz (numpy arrays)" in _help()  # what `medcl export --help` would list
+    assert "npz (numpy arrays)" in help_text()  # what `medcl export --help` would list
     encoder = tiny_encoder()
     out = export_module(encoder, INPUT_3D, "npz", tmp_path / "enc")  # the suffix is added
     assert out == tmp_path / "enc.npz" and (tmp_path / "enc.txt").is_file()
