@@ -30,7 +30,7 @@ def atomic_path(target: str | os.PathLike, *, is_dir: bool = False) -> Iterator[
         tmp = Path(name)
     try:
         yield tmp
-        _default_permissions(tmp)
+        default_permissions(tmp)
         if is_dir and target.exists():
             shutil.rmtree(target)
         os.replace(tmp, target)
@@ -42,7 +42,7 @@ def atomic_path(target: str | os.PathLike, *, is_dir: bool = False) -> Iterator[
         raise
 
 
-def _default_permissions(path: Path) -> None:
+def default_permissions(path: Path) -> None:
     """mkstemp/mkdtemp create private (0600/0700) paths; give them the usual umask permissions."""
     umask = os.umask(0)
     os.umask(umask)

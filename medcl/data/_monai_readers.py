@@ -30,25 +30,29 @@ logging.getLogger("monai.data.nvimgcodec_pydicom_plugin").setLevel(logging.ERROR
 warnings.filterwarnings("ignore", message="NvImgCodecPydicomReader: nvImageCodec decoder plugin")
 
 
-def _all_of(filename: Sequence | object, fmt: str) -> bool:
-    return all(image_format(Path(str(f))) == fmt for f in ensure_tuple(filename))
+class _ClaimsItsFormat:
+    """``verify_suffix`` answers by format: yes to the files :func:`image_format` gives the reader's
+    format (``claims``, set by :meth:`medcl.data.image_formats.ImageFormat.make_reader`), no otherwise."""
+
+    def __init__(self, *args, claims: str | None = None, **kwargs) -> None:
+        self.claims = claims
+        super().__init__(*args, **kwargs)
+
+    def verify_suffix(self, filename: Sequence | object) -> bool:
+        return self.claims is not None and all(
+            image_format(Path(str(f))) == self.claims for f in ensure_tuple(filename)
+        )
 
 
-class DicomReader(PydicomReader):
+class DicomReader(_ClaimsItsFormat, PydicomReader):
     """``PydicomReader`` for DICOM series folders and single DICOM files (``.dcm`` or ``DICM`` magic)."""
 
-    def verify_suffix(self, filename) -> bool:  # type: ignore[override]
-        return _all_of(filename, "dicom")
 
-
-class NiftiReader(NibabelReader):
+class NiftiReader(_ClaimsItsFormat, NibabelReader):
     """``NibabelReader`` restricted to ``.nii`` / ``.nii.gz``."""
 
-    def verify_suffix(self, filename) -> bool:  # type: ignore[override]
-        return _all_of(filename, "nifti")
 
-
-class SimpleItkReader(ImageReader):
+class SimpleItkReader(_ClaimsItsFormat, ImageReader):
     """NRRD / MetaImage (``.nrrd``, ``.nhdr``, ``.mha``, ``.mhd``) read with SimpleITK, as MONAI's
     ``ITKReader`` reads them with its defaults.
 
@@ -58,9 +62,6 @@ class SimpleItkReader(ImageReader):
     from ITK's LPS into RAS, ``spacing``, ``spatial_shape``, ``original_channel_dim`` and the file's
     own metadata keys (tested against ``ITKReader`` in ``tests/data/test_readers.py``).
     """
-
-    def verify_suffix(self, filename) -> bool:  # type: ignore[override]
-        return _all_of(filename, "itk")
 
     def read(self, data, **kwargs):
         import SimpleITK as sitk
@@ -95,7 +96,7 @@ class SimpleItkReader(ImageReader):
         return _stack_images(arrays, meta), meta
 
 
-class PlanarReader(PILReader):
+class PlanarReader(_ClaimsItsFormat, PILReader):
     """``PILReader`` for PNG / JPEG / BMP that converts to ``channels`` channels.
 
     One channel: colour (RGB, RGBA, palette) images become luminance (PIL's ``L``: ITU-R 601-2);
@@ -112,6 +113,3 @@ class PlanarReader(PILReader):
         if self.channels == 1:
             return image if single else image.convert("L")
         return image if image.mode == "RGB" else image.convert("RGB")
-
-    def verify_suffix(self, filename) -> bool:  # type: ignore[override]
-        return _all_of(filename, "pil")

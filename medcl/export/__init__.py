@@ -1,6 +1,6 @@
 """Export a pretrained encoder and load it back, in any of five formats.
 
-Formats (``fmt``):
+Formats (``fmt``; the table is :mod:`medcl.export.registry`, one record per format module):
 
 * ``bundle``: a MONAI bundle folder: ``configs/metadata.json`` (MONAI's mandatory keys plus a
   ``medcl`` block: input spec, output size, method, attributes, training-cohort summary, never a
@@ -27,21 +27,36 @@ Example (a diagnosis model in three lines)::
     encoder = medcl.load_encoder("exports/encoder_bundle")
     model = torch.nn.Sequential(encoder, torch.nn.Linear(encoder.out_features, 2))
     logits = model(images)  # images: (n, *encoder.input_spec shape)
+
+The names below load on first use, so ``medcl --help`` can read the format table without torch.
 """
 
-from medcl.export.bundle import bundle_inference_config, bundle_metadata, check_bundle_metadata
-from medcl.export.frozen import ExportedEncoder
-from medcl.export.loader import load_encoder
-from medcl.export.onnx_file import OnnxEncoder
-from medcl.export.registry import FORMAT_MODULES, FORMATS, ExportFormat
-from medcl.export.roundtrip import ExportCheckError, default_export_path, export_module, with_format_suffix
-from medcl.export.run import export_diagnosis_model, export_encoder, run_training_info
-from medcl.models.saved import ENCODER_FORMAT, FORMAT_VERSION, METADATA_KEY, encoder_document, input_shape
+from __future__ import annotations
 
-__all__ = [
-    "ENCODER_FORMAT", "FORMATS", "FORMAT_MODULES", "FORMAT_VERSION", "METADATA_KEY", "ExportCheckError",
-    "ExportFormat", "ExportedEncoder", "OnnxEncoder", "bundle_inference_config", "bundle_metadata",
-    "check_bundle_metadata", "default_export_path", "encoder_document", "export_diagnosis_model", "export_encoder",
-    "export_module",
-    "input_shape", "load_encoder", "run_training_info", "with_format_suffix",
-]
+import importlib
+from typing import Any
+
+_WHERE = {
+    "medcl.export.bundle": ("bundle_inference_config", "bundle_metadata", "check_bundle_metadata"),
+    "medcl.export.format": ("ExportFormat", "Sidecar"),
+    "medcl.export.frozen": ("ExportedEncoder", "OnnxEncoder"),
+    "medcl.export.loader": ("load_encoder",),
+    "medcl.export.registry": ("FORMATS", "export_formats", "format_names", "get_format", "registered"),
+    "medcl.export.roundtrip": ("ExportCheckError", "default_export_path", "export_module", "with_format_suffix"),
+    "medcl.export.run": ("export_diagnosis_model", "export_encoder", "run_training_info"),
+    "medcl.models.saved": ("ENCODER_FORMAT", "FORMAT_VERSION", "METADATA_KEY", "encoder_document", "input_shape"),
+}
+_MODULE_OF = {name: module for module, names in _WHERE.items() for name in names}
+
+__all__ = sorted(_MODULE_OF)
+
+
+def __getattr__(name: str) -> Any:
+    module = _MODULE_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module 'medcl.export' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])

@@ -14,24 +14,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
-
-import numpy as np
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from medcl.errors import MedclInputError
-from medcl.models.saved import (
-    DIAGNOSIS_FORMAT,
-    METADATA_KEY,
-    check_document,
-    input_shape,
-    read_safetensors,
-    rebuild_encoder,
-    state_dict_copy,
-)
+from medcl.export.format import ExportFormat
 
-SUFFIX = ""  # a folder
+if TYPE_CHECKING:  # torch, numpy and medcl.models.saved load on use: `medcl --help` reads FORMAT
+    import torch
+    from torch import nn
+
+METADATA_FILE = Path("configs", "metadata.json")  # marks a bundle folder
 MONAI_SCHEMA_URL = (
     "https://github.com/Project-MONAI/MONAI-extra-test-data/releases/download/0.8.1/meta_schema_20220324.json"
 )
@@ -64,8 +56,15 @@ MONAI_TENSOR_KEYS = (
 _PREFIX = "backbone."  # medcl's Encoder holds the MONAI network as .backbone
 
 
+def sniff(path: Path) -> bool:
+    """A folder with ``configs/metadata.json``."""
+    return path.is_dir() and (path / METADATA_FILE).is_file()
+
+
 def load(path: Path) -> nn.Module:
-    meta_file = path / "configs" / "metadata.json"
+    from medcl.models.saved import DIAGNOSIS_FORMAT, check_document, read_safetensors, rebuild_encoder
+
+    meta_file = path / METADATA_FILE
     try:
         meta = json.loads(meta_file.read_text())
     except (OSError, json.JSONDecodeError, UnicodeDecodeError) as err:
@@ -83,6 +82,8 @@ def load(path: Path) -> nn.Module:
 
 def _network_state(module: nn.Module) -> dict[str, torch.Tensor]:
     """The MONAI network's state dict: medcl's Encoder keys without their ``backbone.`` prefix."""
+    from medcl.models.saved import state_dict_copy
+
     state = state_dict_copy(module)
     if state and all(k.startswith(_PREFIX) for k in state):
         state = {k.removeprefix(_PREFIX): v for k, v in state.items()}
@@ -99,6 +100,7 @@ def _network_definitions(spec: dict[str, Any], input_spec: dict[str, Any]) -> di
     """``network_def`` with MONAI alone: the MONAI network with medcl's arguments, then medcl's changes
     (:func:`medcl.models.encoders.network_changes`) as ConfigParser expressions."""
     from medcl.models.encoders import EncoderSpec, monai_network, network_changes, norm_args
+    from medcl.models.saved import input_shape
 
     channels, *size = input_shape(input_spec)
     encoder_spec = EncoderSpec.model_validate(spec).resolved(len(size), channels)
@@ -127,6 +129,8 @@ def _network_definitions(spec: dict[str, Any], input_spec: dict[str, Any]) -> di
 
 def _bundle_transforms(input_spec: dict[str, Any]) -> list[dict[str, Any]]:
     """MONAI ConfigParser definitions of the preprocessing the encoder expects."""
+    from medcl.models.saved import input_shape
+
     _, *size = input_shape(input_spec)
     spatial_dims = len(size)
     # MONAI's LoadImaged with the readers medcl trains with (the first that accepts a file reads it,
@@ -172,6 +176,8 @@ def bundle_inference_config(doc: dict[str, Any]) -> dict[str, Any]:
     """``configs/inference.json``: the encoder (a MONAI network) and its preprocessing (MONAI
     transforms) for ConfigParser, loadable where medcl is not installed. A diagnosis model (encoder
     + head) is rebuilt by medcl from its document, so its bundle needs medcl."""
+    from medcl.models.saved import DIAGNOSIS_FORMAT
+
     config = {
         "imports": [
             "$import torch",
@@ -201,6 +207,10 @@ def bundle_inference_config(doc: dict[str, Any]) -> dict[str, Any]:
 def bundle_metadata(doc: dict[str, Any], *, version: str = "0.1.0") -> dict[str, Any]:
     """``configs/metadata.json``: MONAI's mandatory keys plus the medcl document."""
     import monai
+    import numpy as np
+    import torch
+
+    from medcl.models.saved import DIAGNOSIS_FORMAT, input_shape
 
     channels, *size = input_shape(doc["input"])
     training = doc.get("training") or {}
@@ -352,7 +362,10 @@ def _bundle_readme(meta: dict[str, Any]) -> str:
 
 
 def write(module: nn.Module, doc: dict[str, Any], out: Path, x: torch.Tensor | None = None) -> list[Path]:
+    import torch
     from safetensors.torch import save_file
+
+    from medcl.models.saved import METADATA_KEY
 
     if not doc.get("spec"):
         raise MedclInputError("a bundle needs the encoder's architecture spec (a medcl Encoder)")
@@ -366,7 +379,13 @@ def write(module: nn.Module, doc: dict[str, Any], out: Path, x: torch.Tensor | N
     state = _network_state(module)
     save_file(state, str(out / "models" / "model.safetensors"), metadata={METADATA_KEY: json.dumps(doc)})
     torch.save(state, out / "models" / "model.pt")
-    (out / "configs" / "metadata.json").write_text(json.dumps(meta, indent=2) + "\n")
+    (out / METADATA_FILE).write_text(json.dumps(meta, indent=2) + "\n")
     (out / "configs" / "inference.json").write_text(json.dumps(bundle_inference_config(doc), indent=2) + "\n")
     (out / "docs" / "README.md").write_text(_bundle_readme(meta))
     return [out]
+
+
+FORMAT = ExportFormat(
+    name="bundle", summary="MONAI bundle folder; recommended", expected="a bundle folder", write=write, load=load,
+    folder=True, sniff=sniff, title="MONAI bundle", marker=METADATA_FILE.as_posix(),
+)

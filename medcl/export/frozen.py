@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -31,3 +33,20 @@ class ExportedEncoder(nn.Module):
         # Traced / exported graphs are frozen in inference mode; keep the flag for callers.
         self.training = mode
         return self
+
+
+class OnnxEncoder(nn.Module):
+    """Run an ONNX encoder with onnxruntime behind an ``nn.Module`` interface (inference only)."""
+
+    def __init__(self, path: str | Path, providers: list[str] | None = None):
+        super().__init__()
+        import onnxruntime as ort
+
+        self.path = str(path)
+        self.session = ort.InferenceSession(self.path, providers=providers or ["CPUExecutionProvider"])
+        self.input_name = self.session.get_inputs()[0].name
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        array = x.detach().to("cpu", torch.float32).contiguous().numpy()
+        out = self.session.run(None, {self.input_name: array})[0]
+        return torch.from_numpy(np.ascontiguousarray(out)).to(x.device)

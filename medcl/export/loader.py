@@ -9,8 +9,8 @@ from pathlib import Path
 from torch import nn
 
 from medcl.errors import MedclInputError
-from medcl.export.registry import _TORCHSCRIPT_SUFFIXES, FORMAT_MODULES
-from medcl.export.torch_export import _zip_names
+from medcl.export.format import ExportFormat
+from medcl.export.registry import export_formats, format_for_suffix
 from medcl.models.saved import (
     MODEL_WEIGHTS,
     load_diagnosis_model,
@@ -19,22 +19,14 @@ from medcl.models.saved import (
 from medcl.pretrain.run_dir import RunDir
 
 
-def _sniff(path: Path) -> str:
-    """Guess a file's format from its content (for unknown suffixes)."""
-    with open(path, "rb") as f:
-        head = f.read(16)
-    if head.startswith(b"PK"):
-        names = _zip_names(path)
-        if any(n.endswith("model_weights_config.json") for n in names):
-            return "torch-export"
-        if any("/code/" in n for n in names):
-            return "torchscript"
-    if len(head) >= 8 and int.from_bytes(head[:8], "little") < 100_000_000 and head[8:9] == b"{":
-        return "safetensors"
-    raise MedclInputError(
-        f"{path}: unknown encoder format; expected a bundle folder, .safetensors (+ .json), .pt2, "
-        ".pt (TorchScript) or .onnx"
-    )
+def _sniff(path: Path) -> ExportFormat:
+    """Guess a file's format from its content (for unknown suffixes), asking each format in table order."""
+    for fmt in export_formats():
+        if not fmt.folder and fmt.sniff is not None and fmt.sniff(path):
+            return fmt
+    *others, last = [fmt.expected for fmt in export_formats()]
+    expected = f"{', '.join(others)} or {last}" if others else last
+    raise MedclInputError(f"{path}: unknown encoder format; expected {expected}")
 
 
 def load_encoder(path: str | os.PathLike) -> nn.Module:
@@ -60,25 +52,18 @@ def load_encoder(path: str | os.PathLike) -> nn.Module:
     if not path.exists():
         raise MedclInputError(f"{path}: no such file or folder")
     if path.is_dir():
-        if (path / "configs" / "metadata.json").is_file():
-            return FORMAT_MODULES["bundle"].load(path)
+        folders = [fmt for fmt in export_formats() if fmt.folder]
+        for fmt in folders:
+            if fmt.sniff is not None and fmt.sniff(path):
+                return fmt.load(path)
         if (run := RunDir(path)).encoder_weights.is_file():
             return load_safetensors(run.encoder_weights, run.encoder_json)
         if (path / MODEL_WEIGHTS).is_file():
             return load_diagnosis_model(path)
+        bundles = "".join(f"a {fmt.title} ({fmt.marker}), " for fmt in folders)
         raise MedclInputError(
-            f"{path}: a folder, but neither a MONAI bundle (configs/metadata.json), a run directory "
+            f"{path}: a folder, but neither {bundles}a run directory "
             f"({RunDir.ENCODER_WEIGHTS}) nor a diagnosis model ({MODEL_WEIGHTS})"
         )
-    suffix = path.suffix.lower()
-    if suffix == ".safetensors":
-        fmt = "safetensors"
-    elif suffix == ".pt2":
-        fmt = "torch-export"
-    elif suffix in _TORCHSCRIPT_SUFFIXES:
-        fmt = "torchscript"
-    elif suffix == ".onnx":
-        fmt = "onnx"
-    else:
-        fmt = _sniff(path)
-    return FORMAT_MODULES[fmt].load(path)
+    fmt = format_for_suffix(path.suffix) or _sniff(path)
+    return fmt.load(path)

@@ -7,40 +7,20 @@ import contextlib
 import io
 import json
 from pathlib import Path
-from typing import Any
-
-import numpy as np
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from medcl.errors import MedclInputError
-from medcl.export.frozen import ExportedEncoder
-from medcl.models.saved import (
-    METADATA_KEY,
-    parse_document,
-)
+from medcl.export.format import ExportFormat
 
-SUFFIX = ".onnx"
-
-
-class OnnxEncoder(nn.Module):
-    """Run an ONNX encoder with onnxruntime behind an ``nn.Module`` interface (inference only)."""
-
-    def __init__(self, path: str | Path, providers: list[str] | None = None):
-        super().__init__()
-        import onnxruntime as ort
-
-        self.path = str(path)
-        self.session = ort.InferenceSession(self.path, providers=providers or ["CPUExecutionProvider"])
-        self.input_name = self.session.get_inputs()[0].name
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        array = x.detach().to("cpu", torch.float32).contiguous().numpy()
-        out = self.session.run(None, {self.input_name: array})[0]
-        return torch.from_numpy(np.ascontiguousarray(out)).to(x.device)
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 
 def load(path: Path) -> nn.Module:
+    from medcl.export.frozen import ExportedEncoder, OnnxEncoder
+    from medcl.models.saved import METADATA_KEY, parse_document
+
     try:
         runner = OnnxEncoder(path)
     except Exception as err:  # onnxruntime raises its own exception types
@@ -48,7 +28,7 @@ def load(path: Path) -> nn.Module:
         raise MedclInputError(f"{path}: not a loadable ONNX model ({first})") from None
     meta = runner.session.get_modelmeta().custom_metadata_map
     doc = parse_document(meta.get(METADATA_KEY), path)
-    return ExportedEncoder(runner, doc, "onnx")
+    return ExportedEncoder(runner, doc, FORMAT.name)
 
 
 def write(module: nn.Module, doc: dict[str, Any], out: Path, x: torch.Tensor) -> list[Path]:
@@ -56,6 +36,9 @@ def write(module: nn.Module, doc: dict[str, Any], out: Path, x: torch.Tensor) ->
     import warnings
 
     import onnx
+    import torch
+
+    from medcl.models.saved import METADATA_KEY
 
     batch = torch.export.Dim("batch", min=1, max=4096)
     quiet = io.StringIO()
@@ -83,3 +66,6 @@ def write(module: nn.Module, doc: dict[str, Any], out: Path, x: torch.Tensor) ->
     entry.key, entry.value = METADATA_KEY, json.dumps(doc)
     onnx.save(model, str(out))
     return [out]
+
+
+FORMAT = ExportFormat(name="onnx", summary="", expected=".onnx", write=write, load=load, suffixes=(".onnx",))

@@ -1,28 +1,77 @@
-"""The export formats: name -> module with ``SUFFIX``, ``write(module, doc, out, x)`` and ``load(path)``.
+"""The table of export formats: one :class:`~medcl.export.format.ExportFormat` record per format, in CLI order.
 
-Add a format: one module beside this one with those three names, one entry in :data:`FORMATS`,
-``ExportFormat`` and :data:`FORMAT_MODULES`, and a case in :func:`medcl.export.loader.load_encoder`
-for its suffix.
+Add a format: a module beside this one with its ``write`` / ``load`` (and ``sniff``) and a ``FORMAT``
+record, and one entry in :data:`_BUILT_IN`. The CLI's ``--format`` choices, the loader's dispatch
+and the round-trip check read this table; :func:`registered` adds a format for a ``with`` block
+(tests, trying a format out). The first format is the default of ``medcl export``.
 """
 
 from __future__ import annotations
 
-from types import ModuleType
-from typing import Literal
+import contextlib
+from collections.abc import Iterator
 
+from medcl.errors import MedclInputError
 from medcl.export import bundle, onnx_file, safetensors_file, torch_export, torchscript
+from medcl.export.format import ExportFormat
 
-ExportFormat = Literal["bundle", "safetensors", "torch-export", "torchscript", "onnx"]
-FORMATS: tuple[str, ...] = ("bundle", "safetensors", "torch-export", "torchscript", "onnx")
+_BUILT_IN = (bundle.FORMAT, safetensors_file.FORMAT, torch_export.FORMAT, torchscript.FORMAT, onnx_file.FORMAT)
+_TABLE: dict[str, ExportFormat] = {fmt.name: fmt for fmt in _BUILT_IN}
 
-FORMAT_MODULES: dict[str, ModuleType] = {
-    "bundle": bundle,
-    "safetensors": safetensors_file,
-    "torch-export": torch_export,
-    "torchscript": torchscript,
-    "onnx": onnx_file,
-}
-#: file extension written per file format (a bundle is a folder)
-_SUFFIX = {name: module.SUFFIX for name, module in FORMAT_MODULES.items() if module.SUFFIX}
-#: extensions read as TorchScript
-_TORCHSCRIPT_SUFFIXES = torchscript.SUFFIXES
+#: the built-in formats' names, in table order (:func:`format_names` also lists registered ones)
+FORMATS: tuple[str, ...] = tuple(_TABLE)
+
+
+def export_formats() -> tuple[ExportFormat, ...]:
+    """Every format's record, in table order."""
+    return tuple(_TABLE.values())
+
+
+def format_names() -> tuple[str, ...]:
+    """The ``--format`` choices, in table order (the first is the default)."""
+    return tuple(_TABLE)
+
+
+def get_format(name: str) -> ExportFormat:
+    """The record of format ``name``; MedclInputError naming the choices when there is none."""
+    try:
+        return _TABLE[name]
+    except KeyError:
+        raise MedclInputError(f"unknown export format {name!r}; choose one of {list(_TABLE)}") from None
+
+
+def format_for_suffix(suffix: str) -> ExportFormat | None:
+    """The file format that claims extension ``suffix`` (any case), or None."""
+    suffix = suffix.lower()
+    return next((fmt for fmt in _TABLE.values() if suffix in fmt.suffixes), None)
+
+
+def written_by(suffix: str) -> ExportFormat | None:
+    """The file format that *writes* extension ``suffix`` (its first suffix), or None."""
+    suffix = suffix.lower()
+    return next((fmt for fmt in _TABLE.values() if fmt.suffixes and fmt.suffix == suffix), None)
+
+
+def _check_new(fmt: ExportFormat, table: dict[str, ExportFormat]) -> None:
+    claimed = {s: other.name for other in table.values() if other.name != fmt.name for s in other.suffixes}
+    clash = [s for s in fmt.suffixes if s in claimed]
+    if clash:
+        raise ValueError(f"export format {fmt.name!r}: suffix {clash[0]} is already format {claimed[clash[0]]!r}'s")
+
+
+@contextlib.contextmanager
+def registered(fmt: ExportFormat) -> Iterator[ExportFormat]:
+    """Add ``fmt`` to the table (or replace the format of that name) for the ``with`` block only.
+
+    Raises ValueError when another format already claims one of its suffixes.
+    """
+    _check_new(fmt, _TABLE)
+    previous = _TABLE.get(fmt.name)
+    _TABLE[fmt.name] = fmt
+    try:
+        yield fmt
+    finally:
+        if previous is None:
+            _TABLE.pop(fmt.name, None)
+        else:
+            _TABLE[fmt.name] = previous

@@ -19,10 +19,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from medcl.atomic import _default_permissions
+from medcl.atomic import default_permissions
 from medcl.errors import MedclInputError
 from medcl.export.loader import load_encoder
-from medcl.export.registry import _SUFFIX, _TORCHSCRIPT_SUFFIXES, FORMAT_MODULES, FORMATS, ExportFormat
+from medcl.export.registry import get_format, written_by
 from medcl.models.saved import (
     check_document,
     encoder_document,
@@ -58,7 +58,7 @@ def _max_difference(a: torch.Tensor, b: torch.Tensor) -> float:
 def export_module(
     module: nn.Module,
     input_spec: dict[str, Any],
-    fmt: ExportFormat,
+    fmt: str,
     out: str | os.PathLike,
     *,
     spec: dict[str, Any] | None = None,
@@ -73,8 +73,8 @@ def export_module(
         module: the encoder, ``(n, C, *size) -> (n, F)``; a :class:`medcl.models.Encoder` carries
             its own architecture spec (``bundle`` and ``safetensors`` need one to rebuild it).
         input_spec: channels, spatial dims, size, spacing, intensity (as in ``encoder.json``).
-        fmt: one of :data:`FORMATS`.
-        out: target path (a folder for ``bundle``; for ``safetensors`` also writes ``.json``).
+        fmt: a format name of :mod:`medcl.export.registry` (``format_names()``).
+        out: target path (a folder for a folder format; a file format's sidecars are written beside it).
         spec: architecture spec dict when ``module`` has no ``.spec``.
         training: method / attributes / cohort summary for the metadata (must hold no ids).
         document: the full medcl document to embed instead of building an encoder's (a diagnosis
@@ -90,14 +90,12 @@ def export_module(
             :class:`ExportCheckError` when the reloaded artifact's features differ. Nothing is
             written in either case.
     """
-    if fmt not in FORMATS:
-        raise MedclInputError(f"unknown export format {fmt!r}; choose one of {list(FORMATS)}")
+    record = get_format(fmt)
     out = with_format_suffix(Path(out), fmt)
-    targets = [out, out.with_suffix(".json")] if fmt == "safetensors" else [out]
-    for target in targets:
+    for target in record.targets(out):
         if target.exists() and not overwrite:
             raise MedclInputError(f"{target} exists; choose another --out or pass --overwrite")
-        if target.is_dir() and fmt != "bundle":
+        if target.is_dir() and not record.folder:
             raise MedclInputError(f"{target} is a folder; give a file path for format {fmt}")
     if document is not None:
         doc = check_document(copy.deepcopy(document), out)
@@ -115,7 +113,7 @@ def export_module(
                 doc["out_features"] = int(reference.shape[-1])
             tmp_out = tmp_dir / out.name
             try:
-                written = FORMAT_MODULES[fmt].write(module, doc, tmp_out, x)
+                written = record.write(module, doc, tmp_out, x)
             except MedclInputError as err:
                 raise MedclInputError(_public_paths(str(err), tmp_dir, out.parent)) from err
             except Exception as err:
@@ -137,7 +135,7 @@ def export_module(
             )
         for path in written:  # all checks passed: move into place, with the usual permissions
             for item in (path, *path.rglob("*")) if path.is_dir() else (path,):
-                _default_permissions(item)  # some writers (safetensors) create 0600 files
+                default_permissions(item)  # some writers (safetensors) create 0600 files
             final = out.parent / path.name
             if final.is_dir():
                 shutil.rmtree(final)
@@ -150,15 +148,17 @@ def export_module(
 def with_format_suffix(out: Path, fmt: str) -> Path:
     """``out`` with the file extension of ``fmt`` appended when it has none (``enc`` -> ``enc.onnx``).
 
-    A bundle is a folder and keeps its name. Raises MedclInputError when ``out`` carries another
-    export format's extension (``enc.pt`` for onnx), which would be loaded as that format.
+    A folder format keeps the name; any extension of the format is kept. Raises MedclInputError
+    when ``out`` carries the extension another format writes (``enc.pt`` for onnx), which would be
+    loaded as that format.
     """
-    if fmt == "bundle":
+    record = get_format(fmt)
+    if record.folder:
         return out
-    wanted, suffix = _SUFFIX[fmt], out.suffix.lower()
-    if suffix == wanted or (fmt == "torchscript" and suffix in _TORCHSCRIPT_SUFFIXES):
+    wanted, suffix = record.suffix, out.suffix.lower()
+    if suffix in record.suffixes:
         return out
-    other = {v: k for k, v in _SUFFIX.items()}.get(suffix)
+    other = getattr(written_by(suffix), "name", None)
     if other is not None:
         raise MedclInputError(
             f"--out {out}: the extension {suffix} is the {other} format's; use {out.with_suffix(wanted).name} "
@@ -175,6 +175,4 @@ def _public_paths(message: str, tmp_dir: Path, target_dir: Path) -> str:
 def default_export_path(run_dir: str | os.PathLike, fmt: str, *, stem: str = "encoder") -> Path:
     """Where ``medcl export`` writes when no ``--out`` is given: ``RUN_DIR/export/encoder[.ext]``
     (``MODEL_DIR/export/model[.ext]`` for a diagnosis model: ``stem="model"``)."""
-    suffix = "" if fmt == "bundle" else _SUFFIX[fmt]
-    name = f"{stem}_bundle" if fmt == "bundle" else f"{stem}{suffix}"
-    return Path(run_dir) / "export" / name
+    return Path(run_dir) / "export" / get_format(fmt).default_name(stem)

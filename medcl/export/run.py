@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 from medcl.errors import MedclInputError
-from medcl.export.registry import ExportFormat
 from medcl.export.roundtrip import default_export_path, export_module
 from medcl.models.saved import (
     load_diagnosis_model,
@@ -74,7 +73,7 @@ def run_training_info(run_dir: str | os.PathLike) -> dict[str, Any]:
 
 def export_encoder(
     run_dir: str | os.PathLike,
-    fmt: ExportFormat,
+    fmt: str,
     out: str | os.PathLike | None = None,
     *,
     overwrite: bool = False,
@@ -112,7 +111,7 @@ def export_encoder(
 
 def export_diagnosis_model(
     model_dir: str | os.PathLike,
-    fmt: ExportFormat,
+    fmt: str,
     out: str | os.PathLike | None = None,
     *,
     overwrite: bool = False,

@@ -430,8 +430,9 @@ def test_cli_export_adds_the_extension_quietly_with_default_permissions(run_dir,
         torch.testing.assert_close(load_encoder(target)(x), load_encoder(run_dir)(x), atol=1e-4, rtol=0)
 
 
-def test_export_refuses_another_formats_extension_and_hides_temporary_paths(run_dir, tmp_path, capsys,
-                                                                            monkeypatch):
+def test_export_refuses_another_formats_extension_and_hides_temporary_paths(run_dir, tmp_path, capsys):
+    import dataclasses
+
     import medcl.export as export
     import medcl.export.onnx_file as onnx_file
 
@@ -444,8 +445,8 @@ def test_export_refuses_another_formats_extension_and_hides_temporary_paths(run_
     def failing_writer(module, doc, out, x):
         raise RuntimeError(f"cannot write {out}: disk full")
 
-    monkeypatch.setattr(onnx_file, "write", failing_writer)
-    assert main(["export", str(run_dir), "--format", "onnx", "--out", str(tmp_path / "enc")]) == 2
+    with export.registered(dataclasses.replace(onnx_file.FORMAT, write=failing_writer)):
+        assert main(["export", str(run_dir), "--format", "onnx", "--out", str(tmp_path / "enc")]) == 2
     err = capsys.readouterr().err
     assert f"cannot write {tmp_path / 'enc.onnx'}: disk full" in err and ".tmp" not in err
     assert list(tmp_path.iterdir()) == []
