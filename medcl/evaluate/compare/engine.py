@@ -38,6 +38,7 @@ from medcl.pretrain.progress import format_duration
 
 if TYPE_CHECKING:
     from medcl.data.cohort import Cohort
+    from medcl.evaluate.compare.label_efficiency import LabelEfficiencySettings
     from medcl.pretrain.config import PretrainConfig
 
 
@@ -215,6 +216,7 @@ def run_comparison(
     settings: CompareSettings,
     *,
     on_line: Callable[[str], None] | None = None,
+    finetune: LabelEfficiencySettings | None = None,
 ) -> Comparison:
     """Pretrain (or reuse) every arm x seed, probe held-out subjects, write the outputs into ``out``.
 
@@ -222,6 +224,8 @@ def run_comparison(
     ETA) and a few status lines. Outputs: ``results.csv`` (one row per arm x seed x label),
     ``summary.json``, ``comparison.txt`` and ``runs/<arm>/seed<k>/``; the caller renders ``report.html``
     with :func:`medcl.report.comparison.render_comparison` (``medcl compare`` and ``medcl demo`` do).
+    ``finetune``: also fine-tune every arm and scratch at a few label sizes
+    (:mod:`medcl.evaluate.compare.label_efficiency`: ``label_efficiency.csv``, ``finetune/``).
     """
     from medcl.data.datasets import ImageDataset
     from medcl.data.preprocessed import warm_cache
@@ -233,6 +237,8 @@ def run_comparison(
     say = on_line or (lambda _line: None)
     t0 = time.perf_counter()
     planned, cohort = plan(base, arms, settings)
+    if finetune is not None:
+        finetune.check(cohort, arms)
     split = np.asarray(cohort.split())
     train_idx = np.flatnonzero(split == "train")
     held_out = np.flatnonzero(split != "train")
@@ -322,6 +328,12 @@ def run_comparison(
         status = "reused" if reused else ("built" if not item.arm.trains else f"trained in {seconds:.0f} s")
         finished(n, item, unit_start, f"{status}; {', '.join(scores)}{' (collapsed!)' if collapsed else ''}")
 
+    if finetune is not None:
+        from medcl.evaluate.compare.label_efficiency import run_label_efficiency
+
+        result.label_efficiency = run_label_efficiency(
+            base, arms, settings.seeds, out, finetune, baseline=settings.baseline,
+            fingerprints=result.fingerprints, diverged=result.diverged, on_line=say)
     result.fold_ratio = float(np.mean(ratios)) if ratios else 0.25
     result.elapsed_s = time.perf_counter() - t0
     _write_outputs(result)
@@ -374,6 +386,9 @@ def _write_outputs(result: Comparison) -> None:
         "diverged": {arm: {str(seed): why for seed, why in seeds.items()} for arm, seeds in result.diverged.items()},
         "fingerprints": result.fingerprints,
         "medcl_version": medcl_version(),
+        **({"label_efficiency": result.label_efficiency.to_json()} if result.label_efficiency else {}),
     }))
     table = result.table()
+    if result.label_efficiency is not None:
+        table += "\n\n" + result.label_efficiency.table()
     write_text(out / "comparison.txt", table + "\n")

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from medcl.evaluate.compare.arms import Arm, CompareSettings
 from medcl.evaluate.compare.marks import PROXY_CKA, PROXY_CORRELATION
 from medcl.evaluate.compare.statistics import PRIMARY_METRIC, corrected_fold_interval, lower_is_better, t_interval
+
+if TYPE_CHECKING:
+    from medcl.evaluate.compare.label_efficiency import LabelEfficiency
 
 # ------------------------------------------------------------------------------------ results
 
@@ -32,6 +35,7 @@ class Comparison:
     diverged: dict[str, dict[int, str]] = field(default_factory=dict)  # arm -> seed -> error (no rows)
     elapsed_s: float = 0.0
     preprocessing_s: float = 0.0  # filling the shared cache of preprocessed images up front
+    label_efficiency: LabelEfficiency | None = None  # fine-tuned arms vs scratch (``--finetune``)
 
     def summary(self) -> list[dict[str, Any]]:
         """Per arm and label: mean/sd over seeds, paired difference to the baseline with CIs, marks."""

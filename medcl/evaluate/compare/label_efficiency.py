@@ -1,0 +1,420 @@
+"""Label efficiency in a comparison: every arm's encoder fine-tuned on a few labels, against scratch.
+
+``medcl compare ... --finetune LABEL --train-sizes 10%,25%,100%`` fine-tunes, for every seed and
+training size, each pretrained arm's encoder plus ``scratch`` (the same architecture, randomly
+initialised with that seed) into a diagnosis model (:func:`medcl.evaluate.finetune.finetune_run`,
+its default lp-ft training unless told otherwise).
+
+Protocol (the one of ``medcl finetune``): the manifest's patient-level split. Fine-tuning uses the
+labels of the training split (part of its patients: stratified, nested, the same subset for every
+arm at one seed, so the differences are paired); early stopping and the decision threshold use the
+validation split; the test split is scored once. The encoders were pretrained on the training
+split's *images* (never its labels, except a supervised / SupCon arm on this label, marked ``†``),
+and no test subject is in a run's pretraining split (checked against each run's ``split.csv``:
+a fine-tune whose test subject was pretrained on is refused).
+
+Statistics per arm and size: mean test metric over seeds with a 95 % t-interval, and the paired
+difference (same seed: same training patients, same test split) to ``scratch`` and to the
+comparison's baseline arm, with 95 % t-intervals over seeds
+(:func:`medcl.evaluate.compare.statistics.t_interval`).
+
+Outputs in the comparison's folder: ``label_efficiency.csv`` (one row per arm x seed x size),
+``summary.json`` entry ``label_efficiency``, and one model folder per fine-tune in
+``finetune/LABEL/ARM/seed<k>/<size>/`` (a diagnosis model: ``medcl predict`` / ``export`` take it),
+reused only when its fingerprint (the arm run's fingerprint or scratch's architecture, the label,
+size, fine-tuning options, cohort content and medcl version) matches.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from medcl.errors import MedclInputError
+from medcl.evaluate.compare.arms import LABEL_METHODS, Arm
+from medcl.evaluate.compare.statistics import PRIMARY_METRIC, lower_is_better, t_interval
+
+if TYPE_CHECKING:
+    from medcl.data.cohort import Cohort
+    from medcl.pretrain.config import PretrainConfig
+
+SCRATCH = "scratch"
+LABEL_EFFICIENCY_CSV = "label_efficiency.csv"
+FINETUNE_DIR = "finetune"
+FINETUNE_FINGERPRINT = "finetune_fingerprint.json"
+DEFAULT_TRAIN_SIZES = ("10%", "25%", "100%")
+#: bootstrap resamples of each fine-tune's own test interval (1000 cost ~3 s a fine-tune on 2 cores; the
+#: comparison's intervals are over seeds)
+DEFAULT_BOOTSTRAP = 200
+_FINGERPRINT_FORMAT = 1
+#: options the engine sets per fine-tune (not the user's to give)
+_ENGINE_KEYS = ("seed", "train_size", "init")
+
+
+# ------------------------------------------------------------------------------------- settings
+
+
+def parse_train_sizes(text: str | Sequence[str], option: str = "--train-sizes") -> list[str]:
+    """``"10%,25%,100%"`` (or a list) -> ``["10%", "25%", "100%"]``: each a patient count or a
+    percentage as ``medcl finetune --train-size`` takes it; ``all`` means ``100%``.
+
+    Raises MedclInputError naming ``option`` for an empty list, a bad value or a size given twice.
+    """
+    from medcl.evaluate.label_subsets import parse_train_size
+
+    parts = [p.strip() for p in (text.split(",") if isinstance(text, str) else text)]
+    if not [p for p in parts if p]:
+        raise MedclInputError(f"{option}: no size given (e.g. {option} {','.join(DEFAULT_TRAIN_SIZES)})")
+    sizes: list[str] = []
+    seen: dict[Any, str] = {}
+    for part in parts:
+        if not part:
+            continue
+        try:
+            value = parse_train_size(part)
+        except MedclInputError as err:
+            why = str(err).split(": ", 1)[-1]
+            raise MedclInputError(f"{option} {_as_text(text)!r}: {part!r}: {why}") from None
+        tag = "100%" if value is None else part.replace(" ", "")
+        if value in seen:
+            raise MedclInputError(f"{option} {_as_text(text)!r}: {part!r} is the same size as {seen[value]!r}")
+        seen[value] = part
+        sizes.append(tag)
+    return sizes
+
+
+def _as_text(text: str | Sequence[str]) -> str:
+    return text if isinstance(text, str) else ",".join(text)
+
+
+def size_dirname(size: str) -> str:
+    """Folder name of a size: ``10%`` -> ``10pct``, ``40`` -> ``40``."""
+    return size.replace("%", "pct")
+
+
+@dataclass
+class LabelEfficiencySettings:
+    """What ``--finetune LABEL --train-sizes ...`` asks for.
+
+    ``options``: :class:`~medcl.evaluate.finetune_loop.FineTuneOptions` fields for every fine-tune
+    (mode, epochs, lr, ...; seed, train size and init are set per fine-tune; ``n_boot`` defaults to
+    :data:`DEFAULT_BOOTSTRAP`). ``cache``: how the
+    fine-tunes load the images (as ``ImageDataset``'s ``cache``).
+    """
+
+    label: str
+    train_sizes: list[str] = field(default_factory=lambda: list(DEFAULT_TRAIN_SIZES))
+    options: dict[str, Any] = field(default_factory=dict)
+    cache: str = "memory"
+
+    def fine_tune_options(self, base: PretrainConfig | None = None) -> dict[str, Any]:
+        """Every fine-tuning option with its default filled in, less those set per fine-tune
+        (``encoder_lr_mult`` None: 0.1 for a pretrained encoder, 1 for scratch). The base config's
+        ``accelerator: cpu`` keeps the fine-tunes on the CPU too."""
+        import dataclasses
+
+        from medcl.evaluate.finetune_loop import FineTuneOptions
+
+        options = {"n_boot": DEFAULT_BOOTSTRAP, **self.options}
+        if "device" not in options and base is not None and base.accelerator == "cpu":
+            options["device"] = "cpu"
+        every = dataclasses.asdict(FineTuneOptions(**options))
+        return {k: v for k, v in every.items() if k not in _ENGINE_KEYS}
+
+    def check(self, cohort: Cohort, arms: Sequence[Arm]) -> None:
+        """Raise MedclInputError (before anything is written) for an unknown label, a bad option,
+        a size larger than the labelled training patients, or no arm with an encoder to fine-tune."""
+        from medcl.evaluate.finetune_loop import FineTuneOptions
+        from medcl.evaluate.label_subsets import parse_train_size
+
+        spec = cohort.manifest.label(self.label)  # raises, listing the known labels
+        bad = [k for k in self.options if k in _ENGINE_KEYS]
+        if bad:
+            raise MedclInputError(f"--finetune: {', '.join(bad)} are set per fine-tune by the comparison")
+        try:
+            FineTuneOptions(**self.options).check()
+        except TypeError as err:
+            raise MedclInputError(f"--finetune options: {err}") from None
+        self.train_sizes = parse_train_sizes(self.train_sizes)
+        if not any(a.trains for a in arms):
+            raise MedclInputError("--finetune: no arm pretrains an encoder (random_init alone is the scratch "
+                                  "reference); add an arm such as du")
+        y = cohort.label(self.label)
+        split = np.asarray(cohort.split())
+        patients = np.asarray(cohort.patient_ids).astype(str)
+        for part in ("train", "val", "test"):
+            if not np.any((split == part) & np.isfinite(y)):
+                raise MedclInputError(f"--finetune {self.label}: no labelled subject in the {part} split; fine-tuning "
+                                      "needs train, val and test (set split.val_folds / split.test_folds)")
+        available = len(np.unique(patients[(split == "train") & np.isfinite(y)]))
+        for size in self.train_sizes:
+            value = parse_train_size(size)
+            if isinstance(value, int) and value > available:
+                raise MedclInputError(f"--train-sizes: {size} patients, but the training split has only "
+                                      f"{available} labelled patients for {self.label!r}")
+        if spec.type != "continuous" and available and len(np.unique(y[(split == "train") & np.isfinite(y)])) < 2:
+            raise MedclInputError(f"--finetune {self.label}: a single class in the training split")
+
+
+# ------------------------------------------------------------------------------------- results
+
+
+@dataclass
+class LabelEfficiency:
+    """Fine-tuned test scores per arm x seed x size, and their paired statistics."""
+
+    label: str
+    kind: str
+    baseline: str
+    arms: list[str]  # "scratch" first, then the fine-tuned arms in comparison order
+    sizes: list[str]
+    options: dict[str, Any]
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # arms not fine-tuned, with why
+    test_patients: int = 0
+    elapsed_s: float = 0.0
+
+    @property
+    def metric(self) -> str:
+        return PRIMARY_METRIC[self.kind]
+
+    def summary(self) -> list[dict[str, Any]]:
+        """Per size and arm: mean, sd and 95 % t-interval over seeds, labelled training patients,
+        and the paired differences (per seed) to scratch and to the baseline with 95 % t-intervals."""
+        lower = lower_is_better(self.metric)
+        by = {(r["arm"], r["train_size"], r["seed"]): r for r in self.rows}
+        out = []
+        for size in self.sizes:
+            for arm in self.arms:
+                seeds = sorted(s for (a, z, s) in by if a == arm and z == size)
+                if not seeds:
+                    continue
+                vals = [float(by[(arm, size, s)]["value"]) for s in seeds]
+                mean, low, high, _ = t_interval(vals)
+                rows = [by[(arm, size, s)] for s in seeds]
+                entry = {
+                    "arm": arm, "train_size": size, "seeds": len(seeds), "metric": self.metric,
+                    "train_patients": float(np.mean([r["train_patients"] for r in rows])),
+                    "train_patients_per_class": rows[0].get("train_patients_per_class") or None,
+                    "mean": mean, "sd": float(np.std(vals, ddof=1)) if len(vals) > 1 else None,
+                    "ci_low": low, "ci_high": high, "saw_label": bool(rows[0]["saw_label"]),
+                    "vs_scratch": None if arm == SCRATCH else self._paired(by, arm, SCRATCH, size, seeds, lower),
+                    "vs_baseline": None if arm == self.baseline or self.baseline not in self.arms
+                    else self._paired(by, arm, self.baseline, size, seeds, lower),
+                }
+                out.append(entry)
+        return out
+
+    @staticmethod
+    def _paired(by: dict[tuple[str, str, int], dict[str, Any]], arm: str, ref: str, size: str,
+                seeds: list[int], lower: bool) -> dict[str, Any] | None:
+        paired = [s for s in seeds if (ref, size, s) in by]
+        if not paired:
+            return None
+        diffs = [float(by[(arm, size, s)]["value"]) - float(by[(ref, size, s)]["value"]) for s in paired]
+        mean, low, high, df = t_interval(diffs)
+        return {"reference": ref, "mean": mean, "ci_low": low, "ci_high": high, "df": df, "per_seed": diffs,
+                "seeds": paired, "wins": int(sum((d < 0) if lower else (d > 0) for d in diffs))}
+
+    def table(self) -> str:
+        """Plain-text table: one block per size, scratch first."""
+        from medcl.evaluate.compare.results import signed
+
+        entries = self.summary()
+        if not entries:
+            return f"label efficiency · {self.label}: no fine-tune finished"
+        better = "lower" if lower_is_better(self.metric) else "higher"
+        n_seeds = max(e["seeds"] for e in entries)
+        width = max(len("arm"), *(len(a) + 2 for a in self.arms))
+        lines = [f"label efficiency · {self.label} · fine-tuned ({self.options.get('mode')}), test {self.metric} "
+                 f"({better} is better) on {self.test_patients} test patients · {n_seeds} seed(s) · "
+                 "Δ paired by seed, 95% CI over seeds",
+                 f"{'size':<6} {'patients':>8}  {'arm':<{width}} {'mean':>7} {'± sd':>7}   "
+                 f"{'Δ vs scratch':>12} {'95% CI':<18} {'Δ vs ' + self.baseline:>12} {'95% CI':<18}"]
+        for size in self.sizes:
+            block = [e for e in entries if e["train_size"] == size]
+            for k, e in enumerate(block):
+                head = f"{size:<6} {e['train_patients']:>8.0f}" if k == 0 else " " * 15
+                name = e["arm"] + (" †" if e["saw_label"] else "")
+                sd = f"± {e['sd']:.3f}" if e["sd"] is not None else " " * 7
+                cells = []
+                for key in ("vs_scratch", "vs_baseline"):
+                    d = e[key]
+                    if d is None:
+                        cells.append(f"{'—':>12} {'':<18}")
+                        continue
+                    ci = f"[{signed(d['ci_low'])}, {signed(d['ci_high'])}]" if np.isfinite(d["ci_low"]) else "—"
+                    cells.append(f"{signed(d['mean']):>12} {ci:<18}")
+                lines.append(f"{head}  {name:<{width}} {e['mean']:>7.3f} {sd:>7}   {cells[0]} {cells[1]}".rstrip())
+        if any(e["saw_label"] for e in entries):
+            lines.append(f"† pretrained with every training label of {self.label!r} (supervised / SupCon): "
+                         "not a label-efficiency result")
+        lines += [f"note: {s}" for s in self.skipped]
+        return "\n".join(lines)
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``label_efficiency`` entry of ``summary.json``."""
+        return {"label": self.label, "kind": self.kind, "metric": self.metric,
+                "lower_is_better": lower_is_better(self.metric), "baseline": self.baseline,
+                "reference": SCRATCH, "train_sizes": self.sizes, "arms": self.arms,
+                "finetune_options": self.options, "test_patients": self.test_patients,
+                "protocol": "fine-tuned on the labels of the manifest's training split (nested stratified patient "
+                            "subsets per seed), early stopping and threshold on val, scored once on test; no test "
+                            "subject in any run's pretraining split",
+                "skipped": self.skipped, "elapsed_s": round(self.elapsed_s, 1), "summary": self.summary()}
+
+    def write_csv(self, out: Path) -> Path:
+        """``label_efficiency.csv`` (one row per arm x seed x size), atomically."""
+        import pandas as pd
+
+        from medcl.atomic import atomic_path
+
+        path = Path(out) / LABEL_EFFICIENCY_CSV
+        with atomic_path(path) as tmp:
+            pd.DataFrame(self.rows).to_csv(tmp, index=False)
+        return path
+
+
+# ------------------------------------------------------------------------------------- engine
+
+
+@dataclass
+class _Job:
+    arm: str
+    method: str
+    prior: str
+    seed: int
+    size: str
+    run_path: Path  # the run whose encoder (or, for scratch, whose architecture and image cache) is used
+    encoder_key: dict[str, Any]  # what the encoder is: the arm run's fingerprint, or scratch's spec
+    saw_label: bool
+
+
+def _fingerprint(job: _Job, label: str, options: dict[str, Any], cohort_sha: str, version: str) -> str:
+    record = {"format": _FINGERPRINT_FORMAT, "encoder": job.encoder_key, "label": label, "train_size": job.size,
+              "options": options, "cohort": cohort_sha, "medcl_version": version}
+    return hashlib.sha256(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _stored(model_dir: Path) -> str | None:
+    try:
+        return str(json.loads((model_dir / FINETUNE_FINGERPRINT).read_text())["fingerprint"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _per_class(metrics: dict[str, Any]) -> str:
+    counts = metrics["sizes"].get("train_patients_per_class") or {}
+    return ";".join(f"{k}={v}" for k, v in counts.items())
+
+
+def run_label_efficiency(
+    base: PretrainConfig,
+    arms: Sequence[Arm],
+    seeds: int,
+    out: str | Path,
+    settings: LabelEfficiencySettings,
+    *,
+    baseline: str,
+    fingerprints: dict[str, dict[str, str]],
+    diverged: dict[str, dict[int, Any]] | None = None,
+    on_line: Callable[[str], None] | None = None,
+) -> LabelEfficiency:
+    """Fine-tune every pretrained arm's run (``out/runs/ARM/seed<k>``) and scratch at every size and
+    seed; return the results and write ``label_efficiency.csv`` into ``out``.
+
+    ``fingerprints``: arm -> seed -> the run fingerprint the comparison recorded (keys the cache);
+    ``diverged``: arm -> seed -> error of runs left out. Raises MedclInputError as
+    :func:`~medcl.evaluate.finetune.finetune_run` (e.g. a test subject in a run's pretraining split).
+    """
+    from medcl.data.cohort import Cohort
+    from medcl.evaluate.compare.fingerprints import cohort_digest
+    from medcl.evaluate.finetune import finetune_run
+    from medcl.models.saved import medcl_version
+    from medcl.pretrain.progress import format_duration
+    from medcl.pretrain.run_dir import RunDir
+
+    say = on_line or (lambda _line: None)
+    t0 = time.perf_counter()
+    out = Path(out)
+    cohort = Cohort.from_manifest(base.manifest)
+    settings.check(cohort, arms)
+    kind = cohort.manifest.label(settings.label).type
+    options = settings.fine_tune_options(base)
+    diverged = diverged or {}
+    trained = [a for a in arms if a.trains]
+    skipped = [f"{a.name}: a randomly initialised encoder fine-tuned is the scratch reference"
+               for a in arms if not a.trains]
+    result = LabelEfficiency(label=settings.label, kind=kind, baseline=baseline,
+                             arms=[SCRATCH, *(a.name for a in trained)], sizes=list(settings.train_sizes),
+                             options=options, skipped=skipped)
+    version, cohort_sha = medcl_version(), cohort_digest(cohort, [])
+    jobs: list[_Job] = []
+    for seed in range(seeds):
+        ready = [a for a in trained if seed not in diverged.get(a.name, {})
+                 and RunDir(out / "runs" / a.dirname / f"seed{seed}").encoder_json.is_file()]
+        for size in result.sizes:
+            if ready:  # scratch: the architecture (and image cache settings) of this seed's first run
+                run_path = out / "runs" / ready[0].dirname / f"seed{seed}"
+                spec = RunDir(run_path).encoder_info()["spec"]
+                jobs.append(_Job(SCRATCH, SCRATCH, "", seed, size, run_path, {"scratch": spec}, False))
+            for arm in ready:
+                label_of = arm.label if arm.label is not None else base.label
+                jobs.append(_Job(arm.name, arm.method, "+".join(arm.attributes or ()) or (arm.label or ""), seed,
+                                 size, out / "runs" / arm.dirname / f"seed{seed}",
+                                 {"run": fingerprints.get(arm.name, {}).get(str(seed))},
+                                 arm.method in LABEL_METHODS and label_of == settings.label))
+    root = out / FINETUNE_DIR / settings.label
+    spent: list[float] = []
+    for n, job in enumerate(jobs, 1):
+        start = time.perf_counter()
+        dirname = SCRATCH if job.arm == SCRATCH else next(a.dirname for a in trained if a.name == job.arm)
+        model_dir = root / dirname / f"seed{job.seed}" / size_dirname(job.size)
+        want = _fingerprint(job, settings.label, options, cohort_sha, version)
+        reused = _stored(model_dir) == want and (model_dir / "metrics.json").is_file()
+        if reused:
+            metrics = json.loads((model_dir / "metrics.json").read_text())
+        else:
+            if model_dir.exists():
+                shutil.rmtree(model_dir)  # other settings or unfinished: never mixed in
+            metrics = finetune_run(job.run_path, base.manifest, settings.label, out=model_dir,
+                                   cache=settings.cache, num_workers=0, progress=False,
+                                   **options, seed=job.seed, train_size=job.size,
+                                   init=SCRATCH if job.arm == SCRATCH else "pretrained")
+            (model_dir / FINETUNE_FINGERPRINT).write_text(json.dumps({"fingerprint": want}) + "\n")
+        seconds = time.perf_counter() - start
+        metric = PRIMARY_METRIC[kind]
+        test = metrics["test"][metric]
+        sizes = metrics["sizes"]
+        result.test_patients = int(sizes["test_patients"])
+        result.rows.append({
+            "label": settings.label, "arm": job.arm, "method": job.method, "prior": job.prior,
+            "init": SCRATCH if job.arm == SCRATCH else "pretrained", "seed": job.seed, "train_size": job.size,
+            "train_patients": int(sizes["train_patients"]), "train_scans": int(sizes["train_scans"]),
+            "train_patients_per_class": _per_class(metrics), "train_patients_available":
+            int(sizes["train_patients_available"]), "test_patients": int(sizes["test_patients"]),
+            "metric": metric, "value": test["value"], "test_ci_low": test.get("low"), "test_ci_high": test.get("high"),
+            "balanced_accuracy": (metrics["test"].get("balanced_accuracy") or {}).get("value"),
+            "mode": metrics["settings"]["mode"], "epochs_run": metrics["epochs_run"],
+            "best_epoch": metrics["best_epoch"], "saw_label": job.saw_label, "reused": reused,
+            "seconds": round(seconds, 1), "fingerprint": want[:16],
+            "model": str(model_dir.relative_to(out)),
+        })
+        if not reused:
+            spent.append(seconds)
+        left = sum(1 for j in jobs[n:]) * (float(np.mean(spent)) if spent else 0.0)
+        say(f"[finetune {n}/{len(jobs)}] {job.arm} seed {job.seed} at {job.size} "
+            f"({sizes['train_patients']} patients): {'reused' if reused else f'trained in {seconds:.0f} s'}; "
+            f"test {metric}={test['value']:.3f} | elapsed {format_duration(time.perf_counter() - t0)}, "
+            f"ETA {format_duration(left)}")
+    result.elapsed_s = time.perf_counter() - t0
+    result.write_csv(out)
+    return result
