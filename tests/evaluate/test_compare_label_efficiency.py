@@ -77,8 +77,11 @@ def test_label_efficiency_end_to_end_nested_paired_and_cached(cohort: Path, tmp_
                                    for arm, init in (("du", "scratch"), ("du", "pretrained")))
     # nested sizes per seed; the same patients for scratch and du at one seed and size (paired)
     by: dict[tuple, set] = {}
+    inits: dict[tuple, list] = {}
     for (_, init, seed, size), patients in drawn:
         by.setdefault((seed, size), set()).add(patients)
+        inits.setdefault((seed, size), []).append(init)
+    assert all(sorted(v) == ["pretrained", "scratch"] for v in inits.values()) and len(inits) == 4
     for seed in (0, 1):
         assert len(by[(seed, "50%")]) == 1 and len(by[(seed, "100%")]) == 1
         half, full = next(iter(by[(seed, "50%")])), next(iter(by[(seed, "100%")]))
