@@ -386,7 +386,7 @@ def _write_outputs(result: Comparison) -> None:
         "diverged": {arm: {str(seed): why for seed, why in seeds.items()} for arm, seeds in result.diverged.items()},
         "fingerprints": result.fingerprints,
         "medcl_version": medcl_version(),
-        **({"label_efficiency": result.label_efficiency.to_json()} if result.label_efficiency else {}),
+        **({"label_efficiency": result.label_efficiency.to_json()} if result.label_efficiency is not None else {}),
     }))
     table = result.table()
     if result.label_efficiency is not None:
