@@ -46,7 +46,7 @@ def label_efficiency_html(le: LabelEfficiency) -> str:
     for entry in entries:  # sizes in order of patients: the x axis
         summary = MetricSummary(entry["mean"], entry["sd"] if entry["sd"] is not None else float("nan"),
                                 entry["ci_low"], entry["ci_high"], entry["seeds"])
-        points.setdefault(entry["arm"] + (" †" if entry["saw_label"] else ""), []).append(
+        points.setdefault(entry["arm"] + (" †" if entry["proxy"] else ""), []).append(
             EfficiencyPoint(entry["train_patients"], {le.metric: summary}))
     for series in points.values():
         series.sort(key=lambda p: p.train_size)
@@ -72,7 +72,7 @@ def label_efficiency_html(le: LabelEfficiency) -> str:
             ci = f"[{signed(d['ci_low'])}, {signed(d['ci_high'])}]" if np.isfinite(d["ci_low"]) else ""
             cells.append(f'<td class="num">{signed(d["mean"])}</td><td class="num">{ci}</td>')
         sd = "" if entry["sd"] is None else f" ± {entry['sd']:.3f}"
-        mark = " †" if entry["saw_label"] else ""
+        mark = " †" if entry["proxy"] else ""
         rows.append(f"<tr><td>{e(entry['train_size'])}</td><td class=\"num\">{entry['train_patients']:.0f}</td>"
                     f"<td>{e(entry['arm'])}{mark}</td><td class=\"num\">{entry['mean']:.3f}{sd}</td>"
                     + "".join(cells) + "</tr>")
@@ -81,9 +81,9 @@ def label_efficiency_html(le: LabelEfficiency) -> str:
                  f"<th>Δ vs {e(le.baseline)}</th><th>95% CI</th></tr></thead><tbody>"
                  + "".join(rows) + "</tbody></table></div>")
     notes = list(le.skipped)
-    if any(x["saw_label"] for x in entries):
-        notes.append(f"† pretrained with every training label of {le.label} (supervised / SupCon): not a "
-                     "label-efficiency result")
+    notes += [f"† {x['arm']}: its pretraining used {le.label} or a close proxy of it on every training patient "
+              f"({x['proxy_reason']}): not a few-label result" for x in entries if x["proxy"]
+              and x["train_size"] == le.sizes[0]]
     if notes:
         parts.append('<ul class="notes">' + "".join(f"<li>{e(n)}</li>" for n in notes) + "</ul>")
     return "\n".join(parts)

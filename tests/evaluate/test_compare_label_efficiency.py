@@ -92,7 +92,7 @@ def test_label_efficiency_end_to_end_nested_paired_and_cached(cohort: Path, tmp_
     assert len(table) == 8 and set(table["arm"]) == {"scratch", "du"}
     assert set(table.loc[table["arm"] == "scratch", "init"]) == {"scratch"}
     assert (table["metric"] == "roc_auc").all() and table["value"].between(0, 1).all()
-    assert not table["saw_label"].any()
+    assert not table["proxy"].any()
     cohort_table = Cohort.from_manifest(cohort)
     split = np.asarray(cohort_table.split())
     train_patients = len(set(np.asarray(cohort_table.patient_ids)[split == "train"]))
@@ -176,3 +176,19 @@ def test_train_sizes_parse_into_tags() -> None:
     assert [size_dirname(s) for s in parse_train_sizes(["10%", "40"])] == ["10pct", "40"]
     with pytest.raises(MedclInputError, match=re.escape("--train-sizes: no size given")):
         parse_train_sizes(" , ")
+
+
+def test_an_arm_pretrained_on_the_label_or_a_proxy_is_marked(cohort: Path, tmp_path: Path) -> None:
+    from medcl.evaluate.compare import Arm
+    from medcl.evaluate.compare.label_efficiency import _proxy
+    from medcl.pretrain.config import load_config
+
+    base = load_config(_config(tmp_path, cohort), ["label=diagnosis"])
+    data = Cohort.from_manifest(cohort)
+    train = np.flatnonzero(np.asarray(data.split()) == "train")
+    assert _proxy(data, Arm("supervised", "supervised"), "diagnosis", train, base)[0]  # the base config's label
+    assert _proxy(data, Arm("supcon:diagnosis", "supcon", label="diagnosis"), "diagnosis", train, base)[0]
+    assert not _proxy(data, Arm("supervised:age", "supervised", label="age"), "diagnosis", train, base)[0]
+    assert _proxy(data, Arm("kernel_du:age", "kernel_du", attributes=("age",)), "age", train, base) == (
+        True, "prior attribute 'age' is the probed label")
+    assert _proxy(data, Arm("du", "du"), "diagnosis", train, base) == (False, None)

@@ -9,9 +9,11 @@ Protocol (the one of ``medcl finetune``): the manifest's patient-level split. Fi
 labels of the training split (part of its patients: stratified, nested, the same subset for every
 arm at one seed, so the differences are paired); early stopping and the decision threshold use the
 validation split; the test split is scored once. The encoders were pretrained on the training
-split's *images* (never its labels, except a supervised / SupCon arm on this label, marked ``†``),
-and no test subject is in a run's pretraining split (checked against each run's ``split.csv``:
-a fine-tune whose test subject was pretrained on is refused).
+split's *images*; an arm whose pretraining used the label or a close proxy of it (a supervised /
+SupCon arm on it, a prior attribute that correlates with it:
+:func:`~medcl.evaluate.compare.marks.proxy_mark`) saw label information on every training patient
+and is marked ``†``. No test subject is in a run's pretraining split (checked against each run's
+``split.csv``: a fine-tune whose test subject was pretrained on is refused).
 
 Statistics per arm and size: mean test metric over seeds with a 95 % t-interval, and the paired
 difference (same seed: same training patients, same test split) to ``scratch`` and to the
@@ -205,7 +207,8 @@ class LabelEfficiency:
                     "train_patients": float(np.mean([r["train_patients"] for r in rows])),
                     "train_patients_per_class": rows[0].get("train_patients_per_class") or None,
                     "mean": mean, "sd": float(np.std(vals, ddof=1)) if len(vals) > 1 else None,
-                    "ci_low": low, "ci_high": high, "saw_label": bool(rows[0]["saw_label"]),
+                    "ci_low": low, "ci_high": high, "proxy": bool(rows[0]["proxy"]),
+                    "proxy_reason": rows[0]["proxy_reason"] or None,
                     "vs_scratch": None if arm == SCRATCH else self._paired(by, arm, SCRATCH, size, seeds, lower),
                     "vs_baseline": None if arm == self.baseline or self.baseline not in self.arms
                     else self._paired(by, arm, self.baseline, size, seeds, lower),
@@ -243,7 +246,7 @@ class LabelEfficiency:
             block = [e for e in entries if e["train_size"] == size]
             for k, e in enumerate(block):
                 head = f"{size:<6} {e['train_patients']:>8.0f}" if k == 0 else " " * 15
-                name = e["arm"] + (" †" if e["saw_label"] else "")
+                name = e["arm"] + (" †" if e["proxy"] else "")
                 sd = f"± {e['sd']:.3f}" if e["sd"] is not None else " " * 7
                 cells = []
                 for key in ("vs_scratch", "vs_baseline"):
@@ -254,9 +257,11 @@ class LabelEfficiency:
                     ci = f"[{signed(d['ci_low'])}, {signed(d['ci_high'])}]" if np.isfinite(d["ci_low"]) else "—"
                     cells.append(f"{signed(d['mean']):>12} {ci:<18}")
                 lines.append(f"{head}  {name:<{width}} {e['mean']:>7.3f} {sd:>7}   {cells[0]} {cells[1]}".rstrip())
-        if any(e["saw_label"] for e in entries):
-            lines.append(f"† pretrained with every training label of {self.label!r} (supervised / SupCon): "
-                         "not a label-efficiency result")
+        if any(e["proxy"] for e in entries):
+            lines.append(f"† the arm's pretraining used {self.label!r} or a close proxy of it on every training "
+                         "patient: " + "; ".join(sorted({f"{e['arm']}: {e['proxy_reason']}" for e in entries
+                                                        if e["proxy"]}))
+                         + " (not a few-label result for that arm)")
         lines += [f"note: {s}" for s in self.skipped]
         return "\n".join(lines)
 
@@ -295,7 +300,7 @@ class _Job:
     size: str
     run_path: Path  # the run whose encoder (or, for scratch, whose architecture and image cache) is used
     encoder_key: dict[str, Any]  # what the encoder is: the arm run's fingerprint, or scratch's spec
-    saw_label: bool
+    proxy: tuple[bool, str | None]  # the arm's pretraining used the label or a close proxy (and why)
 
 
 def _fingerprint(job: _Job, label: str, options: dict[str, Any], cohort_sha: str, version: str) -> str:
@@ -309,6 +314,17 @@ def _stored(model_dir: Path) -> str | None:
         return str(json.loads((model_dir / FINETUNE_FINGERPRINT).read_text())["fingerprint"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
+
+
+def _proxy(cohort: Cohort, arm: Arm, label: str, train_idx: np.ndarray,
+           base: PretrainConfig) -> tuple[bool, str | None]:
+    """Did the arm's pretraining use ``label`` or a close proxy of it (on the training split)?"""
+    from medcl.evaluate.compare.marks import proxy_mark
+
+    if arm.method in LABEL_METHODS and (arm.label if arm.label is not None else base.label) == label:
+        return True, f"trained on {label!r} itself"
+    marked, reason, _ = proxy_mark(cohort, arm, label, train_idx)
+    return bool(marked), reason
 
 
 def _per_class(metrics: dict[str, Any]) -> str:
@@ -357,6 +373,8 @@ def run_label_efficiency(
                              arms=[SCRATCH, *(a.name for a in trained)], sizes=list(settings.train_sizes),
                              options=options, skipped=skipped)
     version, cohort_sha = medcl_version(), cohort_digest(cohort, [])
+    train_idx = np.flatnonzero(np.asarray(cohort.split()) == "train")
+    proxies = {a.name: _proxy(cohort, a, settings.label, train_idx, base) for a in trained}
     jobs: list[_Job] = []
     for seed in range(seeds):
         ready = [a for a in trained if seed not in diverged.get(a.name, {})
@@ -365,13 +383,11 @@ def run_label_efficiency(
             if ready:  # scratch: the architecture (and image cache settings) of this seed's first run
                 run_path = out / "runs" / ready[0].dirname / f"seed{seed}"
                 spec = RunDir(run_path).encoder_info()["spec"]
-                jobs.append(_Job(SCRATCH, SCRATCH, "", seed, size, run_path, {"scratch": spec}, False))
+                jobs.append(_Job(SCRATCH, SCRATCH, "", seed, size, run_path, {"scratch": spec}, (False, None)))
             for arm in ready:
-                label_of = arm.label if arm.label is not None else base.label
                 jobs.append(_Job(arm.name, arm.method, "+".join(arm.attributes or ()) or (arm.label or ""), seed,
                                  size, out / "runs" / arm.dirname / f"seed{seed}",
-                                 {"run": fingerprints.get(arm.name, {}).get(str(seed))},
-                                 arm.method in LABEL_METHODS and label_of == settings.label))
+                                 {"run": fingerprints.get(arm.name, {}).get(str(seed))}, proxies[arm.name]))
     root = out / FINETUNE_DIR / settings.label
     spent: list[float] = []
     for n, job in enumerate(jobs, 1):
@@ -404,7 +420,8 @@ def run_label_efficiency(
             "metric": metric, "value": test["value"], "test_ci_low": test.get("low"), "test_ci_high": test.get("high"),
             "balanced_accuracy": (metrics["test"].get("balanced_accuracy") or {}).get("value"),
             "mode": metrics["settings"]["mode"], "epochs_run": metrics["epochs_run"],
-            "best_epoch": metrics["best_epoch"], "saw_label": job.saw_label, "reused": reused,
+            "best_epoch": metrics["best_epoch"], "proxy": job.proxy[0], "proxy_reason": job.proxy[1] or "",
+            "reused": reused,
             "seconds": round(seconds, 1), "fingerprint": want[:16],
             "model": str(model_dir.relative_to(out)),
         })
