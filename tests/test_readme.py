@@ -173,7 +173,7 @@ def test_quickstart_runs_as_written_on_a_small_cohort(tmp_path: Path, monkeypatc
         if name == "manifest from-bids":
             _shrink_preprocessing(work / "cohort" / "manifest.yaml")
         ran.append(name)
-    assert ran[0] == "templates copy" and ran[-1] == "export" and "finetune" in ran and "compare" in ran
+    assert ran[0] == "templates copy" and ran[-2:] == ["export", "compare"] and "finetune" in ran
     assert (work / "runs" / "kdu" / "report.html").is_file()
     assert (work / "runs" / "compare" / "results.csv").is_file()
     assert (work / "runs" / "compare" / "label_efficiency.csv").is_file()

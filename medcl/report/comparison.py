@@ -17,7 +17,7 @@ from medcl.evaluate.compare.results import Comparison, entry_marks, repeats_phra
 from medcl.evaluate.compare.statistics import PRIMARY_METRIC, lower_is_better
 
 if TYPE_CHECKING:
-    from medcl.evaluate.compare.label_efficiency import LabelEfficiency
+    from medcl.evaluate.compare.results import LabelEfficiency
 
 
 def render_comparison(result: Comparison) -> Path:
