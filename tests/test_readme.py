@@ -158,6 +158,9 @@ def test_quickstart_runs_as_written_on_a_small_cohort(tmp_path: Path, monkeypatc
                     for a in args]
         elif name == "compare":
             args = ["1" if a == "3" and args[i - 1] == "--seeds" else a for i, a in enumerate(args)]
+            if "--finetune" in args:  # label efficiency: two sizes, one epoch per phase
+                args = ["50%,100%" if args[i - 1] == "--train-sizes" else a for i, a in enumerate(args)]
+                args += ["--finetune-epochs", "1"]
         elif name == "predict":  # new scans: two of the cohort's images; the other cohort: the same one
             scans = work / "new_scans"
             if not scans.is_dir():
@@ -170,9 +173,10 @@ def test_quickstart_runs_as_written_on_a_small_cohort(tmp_path: Path, monkeypatc
         if name == "manifest from-bids":
             _shrink_preprocessing(work / "cohort" / "manifest.yaml")
         ran.append(name)
-    assert ran[0] == "templates copy" and ran[-1] == "export" and "finetune" in ran and "compare" in ran
+    assert ran[0] == "templates copy" and ran[-2:] == ["export", "compare"] and "finetune" in ran
     assert (work / "runs" / "kdu" / "report.html").is_file()
     assert (work / "runs" / "compare" / "results.csv").is_file()
+    assert (work / "runs" / "compare" / "label_efficiency.csv").is_file()
     assert (work / "runs" / "kdu" / "finetune" / "diagnosis" / "model.json").is_file()
     assert (work / "models" / "dx" / "model.json").is_file() and (work / "predictions.csv").is_file()
 

@@ -215,32 +215,78 @@ def compare_command(
     overrides: list[str] = typer.Option(
         [], "--set", help="override a base config key, dotted, value as YAML: --set epochs=10"
     ),
+    finetune: str | None = typer.Option(
+        None, "--finetune", metavar="LABEL",
+        help="label efficiency: also fine-tune every arm's encoder and a scratch one on LABEL at each --train-sizes",
+    ),
+    train_sizes: str | None = typer.Option(
+        None, "--train-sizes",
+        help="with --finetune: labelled training patients, N or F% (nested per seed); default 10%,25%,100%",
+    ),
+    finetune_mode: str = typer.Option("lp-ft", "--finetune-mode", help="with --finetune: linear | full | lp-ft"),
+    finetune_epochs: int | None = typer.Option(
+        None, "--finetune-epochs", min=1,
+        help="with --finetune: maximum epochs of each phase (default 10 linear, 20 full)",
+    ),
 ) -> None:
     """Pretrain every arm with the base config (only the method / prior changes), probe the held-out
     subjects, print paired differences to the baseline with 95% CIs; write results.csv, summary.json
     and report.html. Finished runs in `--out` are reused only when their settings match.
 
+    With `--finetune LABEL`: label efficiency. Every arm's encoder and a `scratch` one (same
+    architecture, random init) are fine-tuned as `medcl finetune` does (manifest split: a nested,
+    stratified part of the training patients' labels; early stopping on val; scored on test, which
+    no run pretrained on) at each `--train-sizes` and seed; test AUC with paired differences to
+    scratch and to the baseline (95% CIs over seeds) in label_efficiency.csv, summary.json, the
+    table and report.html. Finished fine-tunes in `--out` are reused likewise.
+
     Example: `medcl compare --manifest synth/manifest.yaml --config pipelines/synthetic_2d.yaml
     --set epochs=10 --methods du,kernel_du:age,y_aware:age,supervised:diagnosis,supcon:diagnosis,random_init
     --label diagnosis --label age --seeds 3 --out cmp`
+    (add `--finetune diagnosis --train-sizes 10%,25%,100%` for label efficiency)
     """
+    from medcl.errors import MedclInputError
     from medcl.evaluate.compare import CompareSettings, parse_arms, run_comparison
+    from medcl.evaluate.compare.label_efficiency import (
+        DEFAULT_TRAIN_SIZES,
+        LabelEfficiencySettings,
+        parse_train_sizes,
+    )
     from medcl.pretrain.config import load_config
     from medcl.report.comparison import render_comparison
 
+    if finetune is None and (train_sizes is not None or finetune_epochs is not None or finetune_mode != "lp-ft"):
+        raise MedclInputError("--train-sizes / --finetune-mode / --finetune-epochs need --finetune LABEL "
+                              "(the label to fine-tune on)")
+    finetuning = None
+    if finetune is not None:
+        from medcl.evaluate.finetune_loop import MODES
+
+        if finetune_mode not in MODES:
+            raise MedclInputError(f"--finetune-mode {finetune_mode!r}: choose one of {', '.join(MODES)}")
+        options: dict[str, object] = {"mode": finetune_mode}
+        if finetune_epochs is not None:
+            options.update(epochs=finetune_epochs, linear_epochs=finetune_epochs)
+        finetuning = LabelEfficiencySettings(
+            label=finetune, options=options,
+            train_sizes=parse_train_sizes(train_sizes if train_sizes is not None else list(DEFAULT_TRAIN_SIZES)))
     arms = parse_arms(methods)
     if manifest is not None:  # as an override, so a base config without a manifest line validates
         overrides = [*(overrides or []), f"manifest={manifest.expanduser().resolve()}"]
     base = load_config(config, overrides)
     settings = CompareSettings(labels=list(labels), seeds=seeds, folds=folds, repeats=repeats, baseline=baseline,
                                title=f"medcl compare: {Path(base.manifest).parent.name}")
-    result = run_comparison(base, arms, out, settings, on_line=lambda line: typer.echo(line))
+    result = run_comparison(base, arms, out, settings, on_line=lambda line: typer.echo(line), finetune=finetuning)
     render_comparison(result)
     typer.echo("\n" + result.table())
+    if result.label_efficiency is not None:
+        typer.echo("\n" + result.label_efficiency.table())
     typer.echo(
         f"\n{len(result.rows) // max(len(settings.labels), 1)} runs in {result.elapsed_s / 60:.1f} min.\n"
         f"  report:  {out / 'report.html'}\n  summary: {out / 'summary.json'}\n  per run: {out / 'results.csv'}"
     )
+    if result.label_efficiency is not None:
+        typer.echo(f"  label efficiency: {out / 'label_efficiency.csv'} (models in {out / 'finetune'})")
 
 
 def register_compare(app: typer.Typer) -> None:

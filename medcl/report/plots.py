@@ -80,11 +80,12 @@ def training_curves(metrics_by_run: Mapping[str, pd.DataFrame]) -> bytes | None:
     return _finish(fig, axes, len(order))
 
 
-def label_efficiency(label: str, points_by_run: Mapping[str, Sequence[EfficiencyPoint]]) -> bytes | None:
+def label_efficiency(label: str, points_by_run: Mapping[str, Sequence[EfficiencyPoint]], *,
+                     xlabel: str = "labelled training subjects per fold") -> bytes | None:
     """Probe metric vs number of labelled training subjects for one label, runs overlaid.
 
     Bands show the confidence interval (or mean ± std when no interval is given).
-    Returns None when no run has a label-efficiency point.
+    Returns None when no run has a label-efficiency point. ``xlabel`` names the x axis.
     """
     metrics: list[str] = []
     for points in points_by_run.values():
@@ -112,7 +113,7 @@ def label_efficiency(label: str, points_by_run: Mapping[str, Sequence[Efficiency
                 ax.fill_between(x, low, high, color=colours[k], alpha=0.18, linewidth=0)
         if log_x:
             ax.set_xscale("log")
-        ax.set_xlabel("labelled training subjects per fold")
+        ax.set_xlabel(xlabel)
         ax.set_ylabel(metric)
         ax.set_title(f"{label}: {metric}")
         ax.grid(alpha=0.3)

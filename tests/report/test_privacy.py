@@ -138,16 +138,28 @@ def test_no_artefact_of_a_run_comparison_report_or_export_holds_an_id_a_value_or
         assert cli(["export", run, "--format", fmt, "--out", tmp_path / "export" / f"encoder-{fmt}"]) == 0
     assert cli(["compare", "--config", config, "--methods", "kernel_du:age+ward", "--label", "diagnosis",
                 "--label", "age", "--seeds", "1", "--folds", "2", "--baseline", "kernel_du:age+ward",
+                "--finetune", "diagnosis", "--train-sizes", "50%,100%", "--finetune-epochs", "1",
                 "--out", tmp_path / "compare"]) == 0
+    # a diagnosis model (its folder, its report and every export) from the same run
+    model = tmp_path / "model"
+    assert cli(["finetune", run, "--manifest", manifest, "--label", "diagnosis", "--out", model, "--epochs", "1",
+                "--linear-epochs", "1", "--bootstrap", "20", "--device", "cpu"]) == 0
+    assert cli(["report", model]) == 0
+    for fmt in FORMATS:
+        assert cli(["export", model, "--format", fmt]) == 0
 
     # the scan sees what it should: ids are in split.csv, the rare ward in the manifest's table
     split = (run / "split.csv").read_text()
     assert "PATIENTXQZ0001" in split and "HOSPXQZ7301" in split
     assert _scan(manifest.parent, forms)  # the input table holds them all
     written = {p.relative_to(tmp_path).parts[0] for p in tmp_path.rglob("*") if p.is_file()}
-    assert {"run", "report", "export", "compare"} <= written
+    assert {"run", "report", "export", "compare", "model"} <= written
     assert (tmp_path / "compare" / "report.html").is_file()
     assert list((tmp_path / "compare").rglob("kernel_batch.npy"))
+    assert (tmp_path / "compare" / "label_efficiency.csv").is_file()
+    assert len(list((tmp_path / "compare" / "finetune").rglob("model.safetensors"))) == 4  # 2 encoders x 2 sizes
+    assert {p.name for p in (model / "export").iterdir()} >= {"model.onnx", "model.pt2", "model.safetensors"}
+    assert (model / "report.html").is_file() and (model / "metrics.json").is_file()
     assert _scan(tmp_path, forms) == {}
 
     # the export's cohort summary is the rounded one: no min or max, the rare ward pooled unnamed

@@ -37,6 +37,7 @@ from medcl.pretrain.run_dir import RunDir
 
 if TYPE_CHECKING:
     from medcl.data.cohort import Cohort
+    from medcl.evaluate.compare.label_efficiency import LabelEfficiencySettings
     from medcl.pretrain.config import PretrainConfig
 
 
@@ -193,6 +194,7 @@ def run_comparison(
     settings: CompareSettings,
     *,
     on_line: Callable[[str], None] | None = None,
+    finetune: LabelEfficiencySettings | None = None,
 ) -> Comparison:
     """Pretrain (or reuse) every arm x seed, probe held-out subjects, write the outputs into ``out``.
 
@@ -201,15 +203,17 @@ def run_comparison(
     ``summary.json``, ``comparison.txt`` and ``runs/<arm>/seed<k>/``; the caller renders ``report.html``
     with :func:`medcl.report.comparison.render_comparison` (``medcl compare`` and ``medcl demo`` do).
     Lightning's info lines are hidden meanwhile (they would drown the comparison's own lines).
+    ``finetune``: also fine-tune every arm and scratch at a few label sizes
+    (:mod:`medcl.evaluate.compare.label_efficiency`: ``label_efficiency.csv``, ``finetune/``).
     """
     from medcl.pretrain.quiet import quiet_lightning
 
     with quiet_lightning(info=False):
-        return _compare(base, arms, out, settings, on_line)
+        return _compare(base, arms, out, settings, on_line, finetune)
 
 
 def _compare(base: PretrainConfig, arms: Sequence[Arm], out: str | Path, settings: CompareSettings,
-             on_line: Callable[[str], None] | None) -> Comparison:
+             on_line: Callable[[str], None] | None, finetune: LabelEfficiencySettings | None) -> Comparison:
     from medcl.data.datasets import ImageDataset
     from medcl.data.preprocessed import warm_cache
     from medcl.evaluate.features import encode_dataset
@@ -220,6 +224,8 @@ def _compare(base: PretrainConfig, arms: Sequence[Arm], out: str | Path, setting
     say = on_line or (lambda _line: None)
     t0 = time.perf_counter()
     planned, cohort = plan(base, arms, settings)
+    if finetune is not None:
+        finetune.check(cohort, arms)
     split = np.asarray(cohort.split())
     train_idx = np.flatnonzero(split == "train")
     held_out = np.flatnonzero(split != "train")
@@ -309,6 +315,12 @@ def _compare(base: PretrainConfig, arms: Sequence[Arm], out: str | Path, setting
         status = "reused" if reused else ("built" if not item.arm.trains else f"trained in {seconds:.0f} s")
         finished(n, item, unit_start, f"{status}; {', '.join(scores)}{' (collapsed!)' if collapsed else ''}")
 
+    if finetune is not None:
+        from medcl.evaluate.compare.label_efficiency import run_label_efficiency
+
+        result.label_efficiency = run_label_efficiency(
+            base, arms, settings.seeds, out, finetune, baseline=settings.baseline,
+            fingerprints=result.fingerprints, diverged=result.diverged, on_line=say)
     result.fold_ratio = float(np.mean(ratios)) if ratios else 0.25
     result.elapsed_s = time.perf_counter() - t0
     _write_outputs(result)
@@ -360,6 +372,9 @@ def _write_outputs(result: Comparison) -> None:
         "diverged": {arm: {str(seed): why for seed, why in seeds.items()} for arm, seeds in result.diverged.items()},
         "fingerprints": result.fingerprints,
         "medcl_version": medcl_version(),
+        **({"label_efficiency": result.label_efficiency.to_json()} if result.label_efficiency is not None else {}),
     }))
     table = result.table()
+    if result.label_efficiency is not None:
+        table += "\n\n" + result.label_efficiency.table()
     write_text(out / "comparison.txt", table + "\n")

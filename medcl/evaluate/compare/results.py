@@ -1,4 +1,5 @@
-"""A comparison's results: rows per arm x seed x label, the summary and the plain-text table."""
+"""A comparison's results: rows per arm x seed x label, the summary and the plain-text table; the
+fine-tuned label-efficiency results (:class:`LabelEfficiency`, made by :mod:`.label_efficiency`)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,9 @@ import numpy as np
 from medcl.evaluate.compare.arms import Arm, CompareSettings
 from medcl.evaluate.compare.marks import PROXY_CKA, PROXY_CORRELATION
 from medcl.evaluate.compare.statistics import PRIMARY_METRIC, corrected_fold_interval, lower_is_better, t_interval
+
+SCRATCH = "scratch"  # the label-efficiency reference: the same architecture, randomly initialised
+LABEL_EFFICIENCY_CSV = "label_efficiency.csv"
 
 # ------------------------------------------------------------------------------------ results
 
@@ -32,6 +36,7 @@ class Comparison:
     diverged: dict[str, dict[int, str]] = field(default_factory=dict)  # arm -> seed -> error (no rows)
     elapsed_s: float = 0.0
     preprocessing_s: float = 0.0  # filling the shared cache of preprocessed images up front
+    label_efficiency: LabelEfficiency | None = None  # fine-tuned arms vs scratch (``--finetune``)
 
     def summary(self) -> list[dict[str, Any]]:
         """Per arm and label: mean/sd over seeds, paired difference to the baseline with CIs, marks."""
@@ -173,3 +178,123 @@ def shown_interval(diff: dict[str, Any], n_seeds: int) -> tuple[float, float]:
 def signed(x: float | None, digits: int = 3) -> str:
     """A signed number for a table (``—`` for None or non-finite)."""
     return "—" if x is None or not np.isfinite(x) else f"{x:+.{digits}f}"
+
+
+# ---------------------------------------------------------------------- label efficiency (fine-tuned)
+
+
+@dataclass
+class LabelEfficiency:
+    """Fine-tuned test scores per arm x seed x size, and their paired statistics."""
+
+    label: str
+    kind: str
+    baseline: str
+    arms: list[str]  # "scratch" first, then the fine-tuned arms in comparison order
+    sizes: list[str]
+    options: dict[str, Any]
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # arms not fine-tuned, with why
+    test_patients: int = 0
+    elapsed_s: float = 0.0
+
+    @property
+    def metric(self) -> str:
+        return PRIMARY_METRIC[self.kind]
+
+    def summary(self) -> list[dict[str, Any]]:
+        """Per size and arm: mean, sd and 95 % t-interval over seeds, labelled training patients,
+        and the paired differences (per seed) to scratch and to the baseline with 95 % t-intervals."""
+        lower = lower_is_better(self.metric)
+        by = {(r["arm"], r["train_size"], r["seed"]): r for r in self.rows}
+        out = []
+        for size in self.sizes:
+            for arm in self.arms:
+                seeds = sorted(s for (a, z, s) in by if a == arm and z == size)
+                if not seeds:
+                    continue
+                vals = [float(by[(arm, size, s)]["value"]) for s in seeds]
+                mean, low, high, _ = t_interval(vals)
+                rows = [by[(arm, size, s)] for s in seeds]
+                entry = {
+                    "arm": arm, "train_size": size, "seeds": len(seeds), "metric": self.metric,
+                    "train_patients": float(np.mean([r["train_patients"] for r in rows])),
+                    "train_patients_per_class": rows[0].get("train_patients_per_class") or None,
+                    "mean": mean, "sd": float(np.std(vals, ddof=1)) if len(vals) > 1 else None,
+                    "ci_low": low, "ci_high": high, "proxy": bool(rows[0]["proxy"]),
+                    "proxy_reason": rows[0]["proxy_reason"] or None,
+                    "vs_scratch": None if arm == SCRATCH else self._paired(by, arm, SCRATCH, size, seeds, lower),
+                    "vs_baseline": None if arm == self.baseline or self.baseline not in self.arms
+                    else self._paired(by, arm, self.baseline, size, seeds, lower),
+                }
+                out.append(entry)
+        return out
+
+    @staticmethod
+    def _paired(by: dict[tuple[str, str, int], dict[str, Any]], arm: str, ref: str, size: str,
+                seeds: list[int], lower: bool) -> dict[str, Any] | None:
+        paired = [s for s in seeds if (ref, size, s) in by]
+        if not paired:
+            return None
+        diffs = [float(by[(arm, size, s)]["value"]) - float(by[(ref, size, s)]["value"]) for s in paired]
+        mean, low, high, df = t_interval(diffs)
+        return {"reference": ref, "mean": mean, "ci_low": low, "ci_high": high, "df": df, "per_seed": diffs,
+                "seeds": paired, "wins": int(sum((d < 0) if lower else (d > 0) for d in diffs))}
+
+    def table(self) -> str:
+        """Plain-text table: one block per size, scratch first."""
+        entries = self.summary()
+        if not entries:
+            return f"label efficiency · {self.label}: no fine-tune finished"
+        better = "lower" if lower_is_better(self.metric) else "higher"
+        n_seeds = max(e["seeds"] for e in entries)
+        width = max(len("arm"), *(len(a) + 2 for a in self.arms))
+        lines = [f"label efficiency · {self.label} · fine-tuned ({self.options.get('mode')}), test {self.metric} "
+                 f"({better} is better) on {self.test_patients} test patients · {n_seeds} seed(s) · "
+                 "Δ paired by seed, 95% CI over seeds",
+                 f"{'size':<6} {'patients':>8}  {'arm':<{width}} {'mean':>7} {'± sd':>7}   "
+                 f"{'Δ vs scratch':>12} {'95% CI':<18} {'Δ vs ' + self.baseline:>12} {'95% CI':<18}"]
+        for size in self.sizes:
+            block = [e for e in entries if e["train_size"] == size]
+            for k, e in enumerate(block):
+                head = f"{size:<6} {e['train_patients']:>8.0f}" if k == 0 else " " * 15
+                name = e["arm"] + (" †" if e["proxy"] else "")
+                sd = f"± {e['sd']:.3f}" if e["sd"] is not None else " " * 7
+                cells = []
+                for key in ("vs_scratch", "vs_baseline"):
+                    d = e[key]
+                    if d is None:
+                        cells.append(f"{'—':>12} {'':<18}")
+                        continue
+                    ci = f"[{signed(d['ci_low'])}, {signed(d['ci_high'])}]" if np.isfinite(d["ci_low"]) else "—"
+                    cells.append(f"{signed(d['mean']):>12} {ci:<18}")
+                lines.append(f"{head}  {name:<{width}} {e['mean']:>7.3f} {sd:>7}   {cells[0]} {cells[1]}".rstrip())
+        if any(e["proxy"] for e in entries):
+            lines.append(f"† the arm's pretraining used {self.label!r} or a close proxy of it on every training "
+                         "patient: " + "; ".join(sorted({f"{e['arm']}: {e['proxy_reason']}" for e in entries
+                                                        if e["proxy"]}))
+                         + " (not a few-label result for that arm)")
+        lines += [f"note: {s}" for s in self.skipped]
+        return "\n".join(lines)
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``label_efficiency`` entry of ``summary.json``."""
+        return {"label": self.label, "kind": self.kind, "metric": self.metric,
+                "lower_is_better": lower_is_better(self.metric), "baseline": self.baseline,
+                "reference": SCRATCH, "train_sizes": self.sizes, "arms": self.arms,
+                "finetune_options": self.options, "test_patients": self.test_patients,
+                "protocol": "fine-tuned on the labels of the manifest's training split (nested stratified patient "
+                            "subsets per seed), early stopping and threshold on val, scored once on test; no test "
+                            "subject in any run's pretraining split",
+                "skipped": self.skipped, "elapsed_s": round(self.elapsed_s, 1), "summary": self.summary()}
+
+    def write_csv(self, out: Path) -> Path:
+        """``label_efficiency.csv`` (one row per arm x seed x size), atomically."""
+        import pandas as pd
+
+        from medcl.atomic import atomic_path
+
+        path = Path(out) / LABEL_EFFICIENCY_CSV
+        with atomic_path(path) as tmp:
+            pd.DataFrame(self.rows).to_csv(tmp, index=False)
+        return path
