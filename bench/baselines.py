@@ -32,7 +32,9 @@ import yaml
 
 SECONDS_PER_RUN = {2: 30, 3: 1800}
 """Training + probe time of one demo-budget run on 2 idle CPU cores: 2D measured (25-30 s); 3D the
-middle of the 10-50 minutes docs/kernel_spectrum.md measured for a 32^3 run. Used by ``--dry-run``."""
+middle of the 10-50 minutes docs/kernel_spectrum.md measured for a 32^3 run at the demo's first_stride 1
+(with ``--set encoder.first_stride=2`` a SimCLR run took about 150 s on 2 shared cores:
+docs/baselines.md). Used by ``--dry-run``."""
 
 
 def prepare(out: Path, dims: int) -> tuple[Path, Path]:
