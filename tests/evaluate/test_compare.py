@@ -306,6 +306,8 @@ def test_compare_end_to_end_held_out_probes_reuse_and_stale_runs(tiny_cohort: Pa
 
     rows = list(csv.DictReader(open(out / "results.csv")))
     assert len(rows) == 2 * 2 * 2 and {r["arm"] for r in rows} == {"du", "kernel_du:age"}
+    assert {(r["temperature"], r["temperature_key"], r["augmentation_strength"]) for r in rows} == {
+        ("2.0", "loss.t", "1.0")}  # each run's resolved loss temperature and augmentation strength
     # the probe never saw a pretraining subject: encoded rows are disjoint from each run's train split
     cohort = Cohort.from_manifest(tiny_cohort)
     ids = np.asarray(cohort.subject_ids)
@@ -503,3 +505,38 @@ def test_the_trust_line_reports_the_seed_spread_of_the_arms_per_label() -> None:
     assert "diagnosis roc_auc sd 0.020–0.150" in line
     assert "age mae sd 0.707–0.707" in line
     assert trust_line([entry("du", "diagnosis", "roc_auc", [0.7])]) == ""  # one seed: no spread to report
+
+
+def test_each_arm_states_its_resolved_temperature_and_augmentation_strength(tiny_cohort: Path) -> None:
+    from medcl.evaluate.compare.engine import run_settings
+    from medcl.pretrain.config import parse_config
+    from medcl.pretrain.loop import prepare
+
+    def settings(method: str, **extra) -> dict:
+        raw = {"manifest": str(tiny_cohort), "method": method, "attributes": [], "batch_size": 8,
+               "augmentation": {"strength": 0.5}, **extra}
+        return run_settings(prepare(parse_config(raw)).config)
+
+    assert settings("simclr") == {"temperature": 0.1, "temperature_key": "loss.temperature",
+                                  "augmentation_strength": 0.5}  # the method's default, resolved
+    assert settings("supcon", label="diagnosis")["temperature"] == 0.5
+    assert settings("dcl", loss={"temperature": 0.2})["temperature"] == 0.2
+    assert settings("du", loss={"t": 3.0})["temperature_key"] == "loss.t"
+    assert settings("du", loss={"t": 3.0})["temperature"] == 3.0
+    ce = settings("supervised", label="diagnosis", augmentation={"strength": 1.0})
+    assert ce == {"temperature": None, "temperature_key": None, "augmentation_strength": 1.0}
+    assert set(run_settings(None).values()) == {None}  # random init trains nothing
+
+    result = _comparison([(a, s, "dx", 0.6 + 0.1 * s + 0.05 * (a == "kdu_age")) for a in ("du", "kdu_age")
+                          for s in (0, 1)])
+    for row in result.rows:
+        row.update({"temperature": 2.0, "temperature_key": "loss.t", "augmentation_strength": 0.5}
+                   if row["arm"] == "du" else
+                   {"temperature": 0.1, "temperature_key": "loss.temperature", "augmentation_strength": 1.0})
+    by = {e["arm"]: e for e in result.summary()}
+    assert (by["du"]["temperature"], by["du"]["augmentation_strength"]) == (2.0, 0.5)
+    assert by["kdu_age"]["temperature_key"] == "loss.temperature"
+    table = result.table()
+    assert re.search(r"^du .*\(baseline\)\s+t 2\s+0\.5$", table, re.M)
+    assert re.search(r"^kdu_age .*2/2\s+τ 0\.1\s+1$", table, re.M)
+    assert "temp.: the loss's resolved temperature" in table

@@ -309,6 +309,7 @@ def _compare(base: PretrainConfig, arms: Sequence[Arm], out: str | Path, setting
                 "proxy": result.proxy[(item.arm.name, label)]["marked"], "collapsed": collapsed,
                 "collapse_reason": why, "reused": reused, "seconds": round(seconds, 1),
                 "fingerprint": item.fingerprint["fingerprint"][:16],
+                **run_settings(item.config),
             })
             scores.append(f"{label} {metric}={summary.mean:.3f}")
         _write_run_artefacts(run_path, item, cohort, held_out, feats, settings)
@@ -325,6 +326,26 @@ def _compare(base: PretrainConfig, arms: Sequence[Arm], out: str | Path, setting
     result.elapsed_s = time.perf_counter() - t0
     _write_outputs(result)
     return result
+
+
+def run_settings(config: PretrainConfig | None) -> dict[str, Any]:
+    """The resolved loss temperature and augmentation strength a run trained with (a results row's keys).
+
+    ``temperature``: the value the loss is built with (:func:`medcl.pretrain.module.loss_options`),
+    ``temperature_key``: which config key it is (``loss.temperature``: InfoNCE-type losses divide their
+    logits by it; ``loss.t``: decoupled uniformity and align-uniform multiply distances by it; None for
+    a loss without one, e.g. cross-entropy); ``augmentation_strength``: ``augmentation.strength``.
+    All None for the random-initialisation arm (``config`` None: nothing trained).
+    """
+    if config is None:
+        return {"temperature": None, "temperature_key": None, "augmentation_strength": None}
+    from medcl.pretrain.module import loss_options
+
+    options = loss_options(config, None)
+    key = next((k for k in ("temperature", "t") if k in options), None)
+    return {"temperature": None if key is None else float(options[key]),
+            "temperature_key": None if key is None else f"loss.{key}",
+            "augmentation_strength": float(config.augmentation.strength)}
 
 
 def _write_run_artefacts(run_path: Path, item: _Planned, cohort: Cohort, held_out: np.ndarray,

@@ -18,6 +18,10 @@ LABEL_EFFICIENCY_CSV = "label_efficiency.csv"
 
 # ------------------------------------------------------------------------------------ results
 
+RUN_SETTINGS = ("temperature", "temperature_key", "augmentation_strength")
+"""Keys of a results row (and of the arm's summary entry) naming what the arm trained with."""
+TAIL = 37  # width of the table's "Δ vs base, CI, wins" part
+
 
 @dataclass
 class Comparison:
@@ -67,8 +71,16 @@ class Comparison:
                     "collapse_reasons": sorted({by[(arm.name, s)]["collapse_reason"] for s in collapsed
                                                 if by[(arm.name, s)]["collapse_reason"]}),
                     "diverged_seeds": diverged,
+                    **self._settings(arm.name, seeds, by),
                 })
         return out
+
+    @staticmethod
+    def _settings(arm: str, seeds: list[int], by: dict[tuple[str, int], dict[str, Any]]) -> dict[str, Any]:
+        """The arm's resolved loss temperature (and its key) and augmentation strength, from its rows
+        (every seed of an arm shares them; None where the arm has none, e.g. random init)."""
+        row = by[(arm, seeds[0])] if seeds else {}
+        return {key: row.get(key) for key in RUN_SETTINGS}
 
     def _paired(self, arm: str, seeds: list[int], by: dict[tuple[str, int], dict[str, Any]], label: str,
                 lower: bool) -> dict[str, Any]:
@@ -105,7 +117,8 @@ class Comparison:
             lines.append(f"{label} · {metric} ({better} is better) · {n_seeds} seed(s) · linear probe, "
                          f"{self.settings.folds}-fold patient-level CV{repeats_phrase(self.settings)} "
                          f"on {self.held_out} held-out subjects")
-            lines.append(f"{'arm':<{width}}  {'mean':>7} {'± sd':>7}   {'Δ vs ' + base:>10}  {ci_name:<20} wins")
+            head = f"{'Δ vs ' + base:>10}  {ci_name:<20} wins"
+            lines.append(f"{'arm':<{width}}  {'mean':>7} {'± sd':>7}   {head:<{TAIL}}  {'temp.':>7} {'aug.':>5}")
             for e in block:
                 name = f"{e['arm']} {entry_marks(e)}".rstrip()
                 if e["mean"] is None:
@@ -119,8 +132,12 @@ class Comparison:
                     lo, hi = shown_interval(d, n_seeds)
                     ci = f"[{signed(lo)}, {signed(hi)}]" if np.isfinite(lo) else "—"
                     tail = f"{signed(d['mean']):>10}  {ci:<20} {d['wins']}/{len(d['per_seed'])}"
-                lines.append(f"{name:<{width}}  {e['mean']:>7.3f} {sd:>7}   {tail}")
+                lines.append(f"{name:<{width}}  {e['mean']:>7.3f} {sd:>7}   {tail:<{TAIL}}  {settings_cells(e)}")
             lines.append("")
+        if any(e.get("temperature") is not None or e.get("augmentation_strength") is not None for e in entries):
+            lines.append("temp.: the loss's resolved temperature (τ loss.temperature: InfoNCE-type logits are divided "
+                         "by it; t loss.t: decoupled uniformity's distances are multiplied by it); aug.: "
+                         "augmentation.strength")
         if any(e["proxy"] for e in entries):
             lines.append(f"† the arm's prior is the probed label or a close proxy (|r| >= {PROXY_CORRELATION} or "
                          f"CKA >= {PROXY_CKA} on the training split): not a fair test of that label")
@@ -136,6 +153,14 @@ class Comparison:
         if trust:
             lines.append(trust)
         return "\n".join(lines).rstrip()
+
+
+def settings_cells(entry: dict[str, Any]) -> str:
+    """The table's ``temp.`` and ``aug.`` cells of a summary entry (``—`` where the arm has none)."""
+    value, key = entry.get("temperature"), entry.get("temperature_key")
+    temp = "—" if value is None else f"{'t' if key == 'loss.t' else 'τ'} {value:g}"
+    strength = entry.get("augmentation_strength")
+    return f"{temp:>7} {'—' if strength is None else f'{strength:g}':>5}"
 
 
 def trust_line(entries: list[dict[str, Any]]) -> str:
