@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from medcl.data import image_checks
+from medcl.tables import temporarily
 
 #: ``check(path, kind, channels) -> problem or None`` (``kind``: ``"2d"`` / ``"3d"``)
 Check = Callable[[Path, str, "int | None"], "str | None"]
@@ -114,12 +115,5 @@ def supported() -> list[str]:
 @contextlib.contextmanager
 def registered(fmt: ImageFormat) -> Iterator[ImageFormat]:
     """Add ``fmt`` to the table (or replace the format of that name) for the ``with`` block only."""
-    previous = _TABLE.get(fmt.name)
-    _TABLE[fmt.name] = fmt
-    try:
+    with temporarily(_TABLE, fmt.name, fmt):
         yield fmt
-    finally:
-        if previous is None:
-            _TABLE.pop(fmt.name, None)
-        else:
-            _TABLE[fmt.name] = previous

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from medcl.errors import MedclInputError
 from medcl.export import bundle, onnx_file, safetensors_file, torch_export, torchscript
 from medcl.export.format import ExportFormat
+from medcl.tables import temporarily
 
 _BUILT_IN = (bundle.FORMAT, safetensors_file.FORMAT, torch_export.FORMAT, torchscript.FORMAT, onnx_file.FORMAT)
 _TABLE: dict[str, ExportFormat] = {fmt.name: fmt for fmt in _BUILT_IN}
@@ -66,12 +67,5 @@ def registered(fmt: ExportFormat) -> Iterator[ExportFormat]:
     Raises ValueError when another format already claims one of its suffixes.
     """
     _check_new(fmt, _TABLE)
-    previous = _TABLE.get(fmt.name)
-    _TABLE[fmt.name] = fmt
-    try:
+    with temporarily(_TABLE, fmt.name, fmt):
         yield fmt
-    finally:
-        if previous is None:
-            _TABLE.pop(fmt.name, None)
-        else:
-            _TABLE[fmt.name] = previous

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from _pretrain_helpers import write_compare_config
 
 from medcl.data.cohort import Cohort
 from medcl.data.synthetic import generate_cohort
@@ -272,14 +273,7 @@ def test_fingerprints_ignore_options_the_method_never_reads(tiny_cohort: Path, t
 
 
 def _tiny_config(folder: Path, manifest: Path) -> Path:
-    path = folder / "base.yaml"
-    path.write_text(yaml.safe_dump({
-        "manifest": str(manifest), "method": "du",
-        "encoder": {"arch": "resnet10", "widths": [4, 4, 8, 8]}, "projection": {"hidden": 16, "dim": 8},
-        "epochs": 1, "batch_size": 8, "num_workers": 0, "log_every_n_steps": 1, "accelerator": "cpu",
-        "optimizer": {"name": "adamw", "lr": 1e-3, "warmup_epochs": 0},
-    }))
-    return path
+    return write_compare_config(folder, manifest)
 
 
 @pytest.mark.timeout(240)
