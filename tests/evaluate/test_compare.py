@@ -502,7 +502,7 @@ def test_the_trust_line_reports_the_seed_spread_of_the_arms_per_label() -> None:
 
 
 def test_each_arm_states_its_resolved_temperature_and_augmentation_strength(tiny_cohort: Path) -> None:
-    from medcl.evaluate.compare.engine import run_settings
+    from medcl.evaluate.compare.arms import run_settings
     from medcl.pretrain.config import parse_config
     from medcl.pretrain.loop import prepare
 

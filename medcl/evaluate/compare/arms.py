@@ -1,5 +1,5 @@
-"""Arms (``du``, ``kernel_du:age``, ``supervised:diagnosis``, ``supcon:diagnosis``, ``random_init``) and the
-comparison settings.
+"""Arms (``du``, ``kernel_du:age``, ``supervised:diagnosis``, ``supcon:diagnosis``, ``random_init``), the
+comparison settings, and the settings a run of an arm trained with (:func:`run_settings`).
 """
 
 
@@ -174,3 +174,23 @@ class CompareSettings:
         names = [a.name for a in arms]
         if self.baseline not in names:
             raise MedclInputError(f"--baseline {self.baseline!r} is not one of the arms {names}")
+
+
+def run_settings(config: PretrainConfig | None) -> dict[str, Any]:
+    """The resolved loss temperature and augmentation strength a run trained with (a results row's keys).
+
+    ``temperature``: the value the loss is built with (:func:`medcl.pretrain.module.loss_options`),
+    ``temperature_key``: which config key it is (``loss.temperature``: InfoNCE-type losses divide their
+    logits by it; ``loss.t``: decoupled uniformity and align-uniform multiply distances by it; None for
+    a loss without one, e.g. cross-entropy); ``augmentation_strength``: ``augmentation.strength``.
+    All None for the random-initialisation arm (``config`` None: nothing trained).
+    """
+    if config is None:
+        return {"temperature": None, "temperature_key": None, "augmentation_strength": None}
+    from medcl.pretrain.module import loss_options
+
+    options = loss_options(config, None)
+    key = next((k for k in ("temperature", "t") if k in options), None)
+    return {"temperature": None if key is None else float(options[key]),
+            "temperature_key": None if key is None else f"loss.{key}",
+            "augmentation_strength": float(config.augmentation.strength)}

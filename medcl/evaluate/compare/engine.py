@@ -20,7 +20,7 @@ import numpy as np
 
 from medcl.atomic import atomic_path, json_safe, write_json, write_text
 from medcl.errors import MedclInputError
-from medcl.evaluate.compare.arms import RANDOM_INIT, Arm, CompareSettings, check_unique, reads_label
+from medcl.evaluate.compare.arms import RANDOM_INIT, Arm, CompareSettings, check_unique, reads_label, run_settings
 from medcl.evaluate.compare.fingerprints import (
     cohort_digest,
     learned_settings,
@@ -326,26 +326,6 @@ def _compare(base: PretrainConfig, arms: Sequence[Arm], out: str | Path, setting
     result.elapsed_s = time.perf_counter() - t0
     _write_outputs(result)
     return result
-
-
-def run_settings(config: PretrainConfig | None) -> dict[str, Any]:
-    """The resolved loss temperature and augmentation strength a run trained with (a results row's keys).
-
-    ``temperature``: the value the loss is built with (:func:`medcl.pretrain.module.loss_options`),
-    ``temperature_key``: which config key it is (``loss.temperature``: InfoNCE-type losses divide their
-    logits by it; ``loss.t``: decoupled uniformity and align-uniform multiply distances by it; None for
-    a loss without one, e.g. cross-entropy); ``augmentation_strength``: ``augmentation.strength``.
-    All None for the random-initialisation arm (``config`` None: nothing trained).
-    """
-    if config is None:
-        return {"temperature": None, "temperature_key": None, "augmentation_strength": None}
-    from medcl.pretrain.module import loss_options
-
-    options = loss_options(config, None)
-    key = next((k for k in ("temperature", "t") if k in options), None)
-    return {"temperature": None if key is None else float(options[key]),
-            "temperature_key": None if key is None else f"loss.{key}",
-            "augmentation_strength": float(config.augmentation.strength)}
 
 
 def _write_run_artefacts(run_path: Path, item: _Planned, cohort: Cohort, held_out: np.ndarray,
