@@ -25,13 +25,13 @@ def finetune_command(
     manifest: Path = typer.Option(..., "--manifest", "-m", help="cohort manifest (YAML) with the label"),
     label: str = typer.Option(..., "--label", "-l", help="label to fine-tune on"),
     out: Path | None = typer.Option(None, "--out", "-o", help="model folder (default RUN_DIR/finetune/LABEL)"),
-    mode: str = typer.Option("lp-ft", "--mode", help="linear | full | lp-ft (linear probe, then full at a lower "
-                             "encoder rate)"),
+    mode: str = typer.Option("lp-ft", "--mode", help="linear (a logistic / ridge head on the frozen encoder, "
+                             "fitted in closed form) | full | lp-ft (that head, then full at a lower encoder rate)"),
     init: str = typer.Option("pretrained", "--init", help="pretrained | scratch (same architecture, random init)"),
     train_size: str | None = typer.Option(None, "--train-size", help="training patients: N or F% (stratified, "
                                           "nested: 10% of a seed is inside its 25%)"),
-    epochs: int = typer.Option(20, "--epochs", min=1, help="maximum epochs (full phase; linear mode: all)"),
-    linear_epochs: int = typer.Option(10, "--linear-epochs", min=1, help="maximum epochs of lp-ft's linear phase"),
+    epochs: int = typer.Option(20, "--epochs", min=1, help="maximum epochs of full fine-tuning (an epoch: at "
+                               "least 10 steps)"),
     patience: int = typer.Option(5, "--patience", min=1, help="early stopping on the validation metric (epochs)"),
     lr: float = typer.Option(1e-3, "--lr", help="head learning rate (AdamW)"),
     encoder_lr_mult: float | None = typer.Option(
@@ -60,7 +60,7 @@ def finetune_command(
 
     result = finetune_run(
         run_dir, manifest, label, out=out, progress=True, mode=mode, init=init, train_size=train_size,
-        epochs=epochs, linear_epochs=linear_epochs, patience=patience, lr=lr, encoder_lr_mult=encoder_lr_mult,
+        epochs=epochs, patience=patience, lr=lr, encoder_lr_mult=encoder_lr_mult,
         class_balanced=class_balanced, augmentation=augmentation, augmentation_strength=augmentation_strength,
         batch_size=batch_size, seed=seed, n_boot=bootstrap, device=device,
     )

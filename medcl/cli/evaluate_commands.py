@@ -226,7 +226,7 @@ def compare_command(
     finetune_mode: str = typer.Option("lp-ft", "--finetune-mode", help="with --finetune: linear | full | lp-ft"),
     finetune_epochs: int | None = typer.Option(
         None, "--finetune-epochs", min=1,
-        help="with --finetune: maximum epochs of each phase (default 10 linear, 20 full)",
+        help="with --finetune: maximum epochs of full fine-tuning (default 20; an epoch: at least 10 steps)",
     ),
 ) -> None:
     """Pretrain every arm with the base config (only the method / prior changes), probe the held-out
@@ -266,7 +266,7 @@ def compare_command(
             raise MedclInputError(f"--finetune-mode {finetune_mode!r}: choose one of {', '.join(MODES)}")
         options: dict[str, object] = {"mode": finetune_mode}
         if finetune_epochs is not None:
-            options.update(epochs=finetune_epochs, linear_epochs=finetune_epochs)
+            options.update(epochs=finetune_epochs)
         finetuning = LabelEfficiencySettings(
             label=finetune, options=options,
             train_sizes=parse_train_sizes(train_sizes if train_sizes is not None else list(DEFAULT_TRAIN_SIZES)))

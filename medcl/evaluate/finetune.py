@@ -137,7 +137,7 @@ def finetune_run(
         cache, num_workers: data loading (``cache`` as for ``ImageDataset``).
         progress: print one line per epoch (stderr).
         settings: :class:`~medcl.evaluate.finetune_loop.FineTuneOptions` fields (mode, init, epochs,
-            linear_epochs, patience, lr, encoder_lr_mult, weight_decay, batch_size, class_balanced,
+            patience, lr, encoder_lr_mult, weight_decay, batch_size, class_balanced,
             augmentation, augmentation_strength, train_size, seed, device, n_boot);
             ``accelerator`` is read as ``device``.
 
@@ -264,6 +264,7 @@ def finetune_run(
         "label": label, "kind": kind, "classes": label_block["classes"], "sizes": sizes,
         "threshold": diagnosis["threshold"],
         "epochs_run": len(trainer.history), "best_epoch": trainer.best_epoch, "history": trainer.history,
+        "linear_head_c": trainer.head_c,
         "test": test["metrics"], "reliability": test["reliability"],
         "val": point_metrics(kind, y_all[val_rows], val_out, threshold),
         "provenance": provenance, "settings": options.to_dict(), "notes": notes,

@@ -1,11 +1,15 @@
 """The training loop of a diagnosis model: linear probe, full fine-tuning, or both (LP-FT).
 
 Plain PyTorch on one device (a few hundred lines of Lightning callbacks would not be simpler).
-``lp-ft`` first trains the head on a frozen encoder (its BatchNorm statistics frozen too), then
-the whole model with the encoder at ``encoder_lr_mult`` times the head's rate (Kumar et al. 2022:
-fine-tuning a random head distorts pretrained features). Each phase stops early on the
-validation metric (ROC AUC, or -MAE for a continuous label; ties go to the lower validation loss),
-and the best validation state is what the next phase starts from and what is kept.
+The linear phase fits the head on the frozen encoder's features in closed form (scikit-learn's
+logistic regression, or ridge for a continuous label, its regularisation chosen on the validation
+metric): what a linear probe is, without a learning rate or an epoch budget to tune. ``lp-ft``
+then trains the whole model from that head with the encoder at ``encoder_lr_mult`` times the
+head's rate (Kumar et al. 2022: fine-tuning a random head distorts pretrained features).
+The full phase stops early on the validation metric (ROC AUC, or -MAE for a continuous label; ties
+go to the lower validation loss) counted from its own best epoch; the better of the two phases'
+best states is kept. An epoch is at least :data:`MIN_STEPS_PER_EPOCH` optimiser steps, so that a
+small training subset (20 patients: 2 batches) gets a budget in steps, not only in passes.
 Training batches get the pretraining presets' random augmentation (batched backend) at a milder
 strength; validation and test images never do.
 """
@@ -25,6 +29,10 @@ from medcl.errors import MedclInputError
 
 MODES = ("linear", "full", "lp-ft")
 INITS = ("pretrained", "scratch")
+MIN_STEPS_PER_EPOCH = 10
+"""An epoch of the full phase is at least this many optimiser steps (whole passes over the data)."""
+HEAD_C_GRID = (0.01, 0.1, 1.0, 10.0)
+"""Inverse regularisation strengths tried for the closed-form head (ridge: alpha = 1 / C)."""
 
 
 @dataclass
@@ -33,9 +41,8 @@ class FineTuneOptions:
 
     mode: str = "lp-ft"
     init: str = "pretrained"
-    epochs: int = 20  # maximum epochs of the full phase (and of the linear phase in mode "linear")
-    linear_epochs: int = 10  # maximum epochs of lp-ft's linear phase
-    patience: int = 5
+    epochs: int = 20  # maximum epochs of the full phase (each at least MIN_STEPS_PER_EPOCH steps)
+    patience: int = 5  # full-phase epochs without a better validation metric before it stops
     lr: float = 1e-3  # the head's learning rate (AdamW)
     encoder_lr_mult: float | None = None  # encoder lr = lr x this; None: 0.1 pretrained, 1.0 scratch
     weight_decay: float = 1e-4
@@ -53,7 +60,7 @@ class FineTuneOptions:
             raise MedclInputError(f"--mode {self.mode!r}: choose one of {', '.join(MODES)}")
         if self.init not in INITS:
             raise MedclInputError(f"--init {self.init!r}: choose one of {', '.join(INITS)}")
-        for name in ("epochs", "linear_epochs", "patience", "batch_size"):
+        for name in ("epochs", "patience", "batch_size"):
             if int(getattr(self, name)) < 1:
                 raise MedclInputError(f"{name} must be at least 1, got {getattr(self, name)}")
         if not self.lr > 0 or (self.encoder_lr_mult is not None and not self.encoder_lr_mult > 0):
@@ -114,6 +121,45 @@ def _val_score(kind: str, outputs: np.ndarray, y: np.ndarray) -> float:
     return score if math.isfinite(score) else -math.inf
 
 
+def _encoder_features(encoder: nn.Module, loader, device: torch.device) -> tuple[np.ndarray, np.ndarray]:
+    """``(pooled features (n, d), cohort rows (n,))`` of the frozen encoder (eval mode, no augmentation)."""
+    feats, rows = [], []
+    encoder.eval()
+    with torch.inference_mode():
+        for batch in loader:
+            feats.append(encoder(batch["image"].to(device)).double().cpu().numpy())
+            rows.append(batch["index"].numpy())
+    return np.concatenate(feats), np.concatenate(rows)
+
+
+def fit_linear_head(kind: str, x: np.ndarray, targets: np.ndarray, c: float, n_out: int,
+                    balanced: bool = False, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Closed-form head ``(weight (n_out, d), bias (n_out,))`` on features ``x``.
+
+    Logistic regression for a binary (one logit) or multiclass label (a class absent from
+    ``targets`` gets zero weight and a bias far below the others), ridge (alpha = 1 / ``c``) on the
+    standardised target for a continuous one. The features are divided by one common scale (their
+    root mean square) before the fit and the weights by it after, so ``c`` means the same for
+    every encoder while the head's weights stay on the features' own scale (per-feature
+    standardisation gives some weights of hundreds, which full fine-tuning then amplifies).
+    """
+    from sklearn.linear_model import LogisticRegression, Ridge
+
+    scale = float(np.sqrt(np.mean(x**2))) or 1.0
+    xs = x / scale
+    if kind == "continuous":
+        model = Ridge(alpha=1.0 / c).fit(xs, targets)
+        return model.coef_.reshape(1, -1) / scale, np.array([model.intercept_], dtype=float)
+    model = LogisticRegression(C=c, max_iter=5000, class_weight="balanced" if balanced else None,
+                               random_state=seed).fit(xs, targets.astype(int))
+    coef, intercept = model.coef_ / scale, model.intercept_
+    if kind == "binary":
+        return coef, intercept
+    weight, bias = np.zeros((n_out, x.shape[1])), np.full(n_out, float(intercept.min()) - 10.0)
+    weight[model.classes_], bias[model.classes_] = coef, intercept
+    return weight, bias
+
+
 class Trainer:
     """Train a :class:`~medcl.models.heads.DiagnosisModel` in place; ``history`` holds one row per epoch."""
 
@@ -131,6 +177,8 @@ class Trainer:
         self.best: tuple[float, float] = (-math.inf, -math.inf)
         self.best_state: dict[str, torch.Tensor] | None = None
         self.best_epoch = 0
+        self.head_c: float | None = None  # the closed-form head's regularisation (chosen on val)
+        self._passes = 0  # passes over the training data so far (seeds the augmentation)
 
     def _targets(self, index: torch.Tensor) -> torch.Tensor:
         y = self.labels[index.to(self.device).long()]
@@ -138,20 +186,29 @@ class Trainer:
             return (y - self.model.target_mean) / self.model.target_std
         return y
 
-    def _epoch(self, loader, optimizer, train_encoder: bool, epoch: int) -> float:
+    def _keep_if_best(self, score: float, val_loss: float, epoch: int) -> bool:
+        """Remember the model's state when it is the best on validation so far (across phases)."""
+        if (score, -val_loss) <= self.best:
+            return False
+        self.best, self.best_epoch = (score, -val_loss), epoch
+        self.best_state = copy.deepcopy({k: v.detach().cpu() for k, v in self.model.state_dict().items()})
+        return True
+
+    def _epoch(self, loader, optimizer) -> float:
+        """At least :data:`MIN_STEPS_PER_EPOCH` steps, in whole passes over ``loader``; mean loss."""
         self.model.train()
-        if not train_encoder:
-            self.model.encoder.eval()  # a linear probe: BatchNorm statistics stay the encoder's
-        total, count = 0.0, 0
-        for batch in loader:
-            images, index = batch["image"].to(self.device), batch["index"]
-            if self.augment is not None:
-                images = self.augment(images, index, epoch, views=1)[:, 0]
-            loss = self.loss_fn(self.model.logits(images), self._targets(index))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            total, count = total + float(loss.detach()) * len(index), count + len(index)
+        total, count, steps = 0.0, 0, 0
+        while steps < MIN_STEPS_PER_EPOCH:
+            for batch in loader:
+                images, index = batch["image"].to(self.device), batch["index"]
+                if self.augment is not None:
+                    images = self.augment(images, index, self._passes, views=1)[:, 0]
+                loss = self.loss_fn(self.model.logits(images), self._targets(index))
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                total, count, steps = total + float(loss.detach()) * len(index), count + len(index), steps + 1
+            self._passes += 1
         return total / max(count, 1)
 
     def _validate(self, loader) -> tuple[float, float]:
@@ -166,43 +223,70 @@ class Trainer:
             outputs = self.model.outputs(logits_all).float().cpu().numpy()
         return _val_score(self.kind, outputs, self.labels.cpu().numpy()[index.numpy()]), loss
 
-    def phase(self, name: str, train_loader, val_loader, *, epochs: int, train_encoder: bool) -> None:
-        """Run one phase (early stopping on validation); the model ends at the best state so far."""
-        opts = self.options
-        self.model.encoder.requires_grad_(train_encoder)
-        groups = [{"params": self.model.head.parameters(), "lr": opts.lr}]
-        if train_encoder:
-            groups.append({"params": self.model.encoder.parameters(), "lr": opts.lr * opts.resolved_encoder_lr_mult})
-        optimizer = torch.optim.AdamW(groups, weight_decay=opts.weight_decay)
-        since_best = 0
+    def linear_phase(self, train_loader, val_loader) -> None:
+        """Fit the head in closed form on the frozen encoder's features; its C is chosen on validation."""
+        x_train, rows_train = _encoder_features(self.model.encoder, train_loader, self.device)
+        x_val, rows_val = _encoder_features(self.model.encoder, val_loader, self.device)
+        targets = self._targets(torch.as_tensor(rows_train)).cpu().numpy().astype(float)
+        y_val = self.labels.cpu().numpy()[rows_val]
+        head = self.model.head
+        best: tuple[float, float] | None = None
+        for c in HEAD_C_GRID:
+            weight, bias = fit_linear_head(self.kind, x_train, targets, c, head.out_features,
+                                           self.options.class_balanced, self.options.seed)
+            logits = torch.as_tensor(x_val @ weight.T + bias, dtype=torch.float32, device=self.device)
+            with torch.inference_mode():
+                outputs = self.model.outputs(logits).float().cpu().numpy()
+            score = _val_score(self.kind, outputs, y_val)
+            if best is None or score > best[0]:  # ties keep the stronger regularisation
+                best, chosen = (score, c), (weight, bias)
+        assert best is not None
+        self.head_c = best[1]
+        with torch.no_grad():
+            head.weight.copy_(torch.as_tensor(chosen[0], dtype=head.weight.dtype))
+            head.bias.copy_(torch.as_tensor(chosen[1], dtype=head.bias.dtype))
+        score, val_loss = self._validate(val_loader)
+        epoch = len(self.history) + 1
+        self._keep_if_best(score, val_loss, epoch)
+        self.history.append({"epoch": epoch, "phase": "linear", "train_loss": math.nan, "val_loss": val_loss,
+                             "val_score": score})
         if self.progress is not None:
-            self.progress(0, epochs, name, math.nan, math.nan)
+            self.progress(0, 1, "linear", math.nan, math.nan)
+            self.progress(1, 1, "linear", score, val_loss)
+
+    def full_phase(self, train_loader, val_loader, *, epochs: int) -> None:
+        """Train encoder + head; stop after ``patience`` epochs without a better validation metric
+        than this phase's own best; the model ends at the best state of all phases."""
+        opts = self.options
+        self.model.encoder.requires_grad_(True)
+        groups = [{"params": self.model.head.parameters(), "lr": opts.lr},
+                  {"params": self.model.encoder.parameters(), "lr": opts.lr * opts.resolved_encoder_lr_mult}]
+        optimizer = torch.optim.AdamW(groups, weight_decay=opts.weight_decay)
+        phase_best, since_best = (-math.inf, -math.inf), 0
+        if self.progress is not None:
+            self.progress(0, epochs, "full", math.nan, math.nan)
         for e in range(epochs):
-            epoch = len(self.history)
-            train_loss = self._epoch(train_loader, optimizer, train_encoder, epoch)
+            train_loss = self._epoch(train_loader, optimizer)
             score, val_loss = self._validate(val_loader)
-            improved = (score, -val_loss) > self.best
-            if improved:
-                self.best, self.best_epoch = (score, -val_loss), epoch + 1
-                self.best_state = copy.deepcopy({k: v.detach().cpu() for k, v in self.model.state_dict().items()})
-                since_best = 0
+            epoch = len(self.history) + 1
+            self._keep_if_best(score, val_loss, epoch)
+            if (score, -val_loss) > phase_best:
+                phase_best, since_best = (score, -val_loss), 0
             else:
                 since_best += 1
-            self.history.append({"epoch": epoch + 1, "phase": name, "train_loss": train_loss,
+            self.history.append({"epoch": epoch, "phase": "full", "train_loss": train_loss,
                                  "val_loss": val_loss, "val_score": score})
             if self.progress is not None:
-                self.progress(e + 1, epochs, name, score, val_loss)
+                self.progress(e + 1, epochs, "full", score, val_loss)
             if since_best >= opts.patience:
                 break
-        if self.best_state is not None:
-            self.model.load_state_dict(self.best_state)
-        self.model.encoder.requires_grad_(True)
 
     def fit(self, train_loader, val_loader) -> None:
         opts = self.options
         if opts.mode in ("linear", "lp-ft"):
-            epochs = opts.epochs if opts.mode == "linear" else opts.linear_epochs
-            self.phase("linear", train_loader, val_loader, epochs=epochs, train_encoder=False)
+            self.linear_phase(train_loader, val_loader)
         if opts.mode in ("full", "lp-ft"):
-            self.phase("full", train_loader, val_loader, epochs=opts.epochs, train_encoder=True)
+            self.full_phase(train_loader, val_loader, epochs=opts.epochs)
+        if self.best_state is not None:
+            self.model.load_state_dict(self.best_state)
         self.model.eval()

@@ -146,7 +146,7 @@ def test_no_artefact_of_a_run_comparison_report_or_export_holds_an_id_a_value_or
     # a diagnosis model (its folder, its report and every export) from the same run
     model = tmp_path / "model"
     assert cli(["finetune", run, "--manifest", manifest, "--label", "diagnosis", "--out", model, "--epochs", "1",
-                "--linear-epochs", "1", "--bootstrap", "20", "--device", "cpu"]) == 0
+                "--bootstrap", "20", "--device", "cpu"]) == 0
     assert cli(["report", model]) == 0
     for fmt in FORMATS:
         assert cli(["export", model, "--format", fmt]) == 0
