@@ -13,7 +13,15 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from medcl.evaluate.compare.marks import PROXY_CKA, PROXY_CORRELATION
-from medcl.evaluate.compare.results import Comparison, entry_marks, repeats_phrase, shown_interval, signed
+from medcl.evaluate.compare.results import (
+    SETTINGS_LEGEND,
+    Comparison,
+    entry_marks,
+    repeats_phrase,
+    settings_values,
+    shown_interval,
+    signed,
+)
 from medcl.evaluate.compare.statistics import PRIMARY_METRIC, lower_is_better
 
 if TYPE_CHECKING:
@@ -98,7 +106,7 @@ def comparison_html(result: Comparison) -> str:
              f"Δ = paired difference to {e(base)} per seed with its 95% t-interval over seeds. "
              f"† prior is the probed label or a close proxy (|r| ≥ {PROXY_CORRELATION} or CKA ≥ {PROXY_CKA} "
              "on the training split); ! training collapsed in some seed; ✗ training diverged (non-finite "
-             "loss) in some seed, left out of the mean and the differences.</p>"]
+             "loss) in some seed, left out of the mean and the differences. " + e(SETTINGS_LEGEND) + ".</p>"]
     for label, kind in result.labels.items():
         metric = PRIMARY_METRIC[kind]
         rows = []
@@ -116,11 +124,14 @@ def comparison_html(result: Comparison) -> str:
             seeds = ", ".join(map(str, entry["diverged_seeds"]))
             diverged = f"diverged on seed {seeds}" if seeds else ""
             note = "; ".join(x for x in (entry["proxy_reason"], *entry["collapse_reasons"], diverged) if x)
+            temp, strength = settings_values(entry)
             rows.append(f"<tr><td>{e(entry['arm'])} {marks}</td><td class=\"num\">{entry['mean']:.3f}{sd}</td>"
-                        f"<td class=\"num\">{diff}</td><td class=\"num\">{ci}</td><td>{e(note)}</td></tr>")
+                        f"<td class=\"num\">{diff}</td><td class=\"num\">{ci}</td><td>{e(temp)}</td>"
+                        f"<td class=\"num\">{e(strength)}</td><td>{e(note)}</td></tr>")
         better = "lower" if lower_is_better(metric) else "higher"
         parts.append(f"<h3>{e(label)} · {e(metric)} ({better} is better)</h3>"
                      '<div class="wide"><table><thead><tr><th>arm</th><th>mean ± sd over seeds</th>'
-                     f"<th>Δ vs {e(base)}</th><th>95% CI</th><th>note</th></tr></thead><tbody>"
+                     f"<th>Δ vs {e(base)}</th><th>95% CI</th><th>temp.</th><th>aug.</th><th>note</th>"
+                     "</tr></thead><tbody>"
                      + "".join(rows) + "</tbody></table></div>")
     return "\n".join(parts)

@@ -534,3 +534,9 @@ def test_each_arm_states_its_resolved_temperature_and_augmentation_strength(tiny
     assert re.search(r"^du .*\(baseline\)\s+t 2\s+0\.5$", table, re.M)
     assert re.search(r"^kdu_age .*2/2\s+τ 0\.1\s+1$", table, re.M)
     assert "temp.: the loss's resolved temperature" in table
+    from medcl.report.comparison import comparison_html
+
+    page = comparison_html(result)  # the report's table states them too, in its own columns
+    assert "<th>temp.</th><th>aug.</th>" in page and "temp.: the loss&#x27;s resolved temperature" in page
+    assert re.search(r"<td>du [^<]*</td>.*?<td>t 2</td><td class=\"num\">0\.5</td>", page)
+    assert re.search(r"<td>kdu_age [^<]*</td>.*?<td>τ 0\.1</td><td class=\"num\">1</td>", page)

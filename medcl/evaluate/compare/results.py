@@ -135,9 +135,7 @@ class Comparison:
                 lines.append(f"{name:<{width}}  {e['mean']:>7.3f} {sd:>7}   {tail:<{TAIL}}  {settings_cells(e)}")
             lines.append("")
         if any(e.get("temperature") is not None or e.get("augmentation_strength") is not None for e in entries):
-            lines.append("temp.: the loss's resolved temperature (τ loss.temperature: InfoNCE-type logits are divided "
-                         "by it; t loss.t: decoupled uniformity's distances are multiplied by it); aug.: "
-                         "augmentation.strength")
+            lines.append(SETTINGS_LEGEND)
         if any(e["proxy"] for e in entries):
             lines.append(f"† the arm's prior is the probed label or a close proxy (|r| >= {PROXY_CORRELATION} or "
                          f"CKA >= {PROXY_CKA} on the training split): not a fair test of that label")
@@ -155,12 +153,24 @@ class Comparison:
         return "\n".join(lines).rstrip()
 
 
-def settings_cells(entry: dict[str, Any]) -> str:
-    """The table's ``temp.`` and ``aug.`` cells of a summary entry (``—`` where the arm has none)."""
+SETTINGS_LEGEND = ("temp.: the loss's resolved temperature (τ loss.temperature: InfoNCE-type logits are divided "
+                   "by it; t loss.t: decoupled uniformity's distances are multiplied by it); aug.: "
+                   "augmentation.strength")
+
+
+def settings_values(entry: dict[str, Any]) -> tuple[str, str]:
+    """A summary entry's resolved temperature (``τ 0.1``, ``t 2``) and augmentation strength, as
+    the tables show them (``—`` where the arm has none)."""
     value, key = entry.get("temperature"), entry.get("temperature_key")
     temp = "—" if value is None else f"{'t' if key == 'loss.t' else 'τ'} {value:g}"
     strength = entry.get("augmentation_strength")
-    return f"{temp:>7} {'—' if strength is None else f'{strength:g}':>5}"
+    return temp, "—" if strength is None else f"{strength:g}"
+
+
+def settings_cells(entry: dict[str, Any]) -> str:
+    """The text table's ``temp.`` and ``aug.`` cells of a summary entry."""
+    temp, strength = settings_values(entry)
+    return f"{temp:>7} {strength:>5}"
 
 
 def trust_line(entries: list[dict[str, Any]]) -> str:
