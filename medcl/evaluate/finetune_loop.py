@@ -5,7 +5,10 @@ The linear phase fits the head on the frozen encoder's features in closed form (
 logistic regression, or ridge for a continuous label, its regularisation chosen on the validation
 metric): what a linear probe is, without a learning rate or an epoch budget to tune. ``lp-ft``
 then trains the whole model from that head with the encoder at ``encoder_lr_mult`` times the
-head's rate (Kumar et al. 2022: fine-tuning a random head distorts pretrained features).
+head's rate (Kumar et al. 2022: fine-tuning a random head distorts pretrained features). For a
+random encoder (``init="scratch"``) ``lp-ft`` is full fine-tuning: there are no features to
+protect, and a head fitted to a random encoder's eval-mode features (BatchNorm at its initial
+statistics) starts the full phase far off (a first-epoch training loss of 6.9 instead of 0.7).
 The full phase stops early on the validation metric (ROC AUC, or -MAE for a continuous label; ties
 go to the lower validation loss) counted from its own best epoch; the better of the two phases'
 best states is kept. An epoch is at least :data:`MIN_STEPS_PER_EPOCH` optimiser steps, so that a
@@ -29,6 +32,8 @@ from medcl.errors import MedclInputError
 
 MODES = ("linear", "full", "lp-ft")
 INITS = ("pretrained", "scratch")
+LOOP_VERSION = 2
+"""Changes when the loop trains differently for the same options (keys cached fine-tunes)."""
 MIN_STEPS_PER_EPOCH = 10
 """An epoch of the full phase is at least this many optimiser steps (whole passes over the data)."""
 HEAD_C_GRID = (0.01, 0.1, 1.0, 10.0)
@@ -283,7 +288,7 @@ class Trainer:
 
     def fit(self, train_loader, val_loader) -> None:
         opts = self.options
-        if opts.mode in ("linear", "lp-ft"):
+        if opts.mode == "linear" or (opts.mode == "lp-ft" and opts.init == "pretrained"):
             self.linear_phase(train_loader, val_loader)
         if opts.mode in ("full", "lp-ft"):
             self.full_phase(train_loader, val_loader, epochs=opts.epochs)

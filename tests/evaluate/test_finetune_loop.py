@@ -62,12 +62,13 @@ def test_closed_form_heads_multiclass_with_an_absent_class_and_continuous():
     assert b[0] == pytest.approx(3.0, abs=1e-3)
 
 
-def _trainer(mode: str, lr: float, epochs: int = 3, patience: int = 2, seed: int = 0) -> tuple[Trainer, list, list]:
+def _trainer(mode: str, lr: float, epochs: int = 3, patience: int = 2, seed: int = 0,
+             init: str = "pretrained") -> tuple[Trainer, list, list]:
     torch.manual_seed(seed)
     x, y = toy_data()
     train, val = np.arange(20), np.arange(20, 40)
     model = DiagnosisModel(ToyEncoder(), "binary")
-    options = FineTuneOptions(mode=mode, lr=lr, epochs=epochs, patience=patience, batch_size=16,
+    options = FineTuneOptions(mode=mode, lr=lr, epochs=epochs, patience=patience, batch_size=16, init=init,
                               augmentation="none", device="cpu").check()
     return Trainer(model, "binary", y, train, options), batches(x, train, 16), batches(x, val, 20)
 
@@ -102,3 +103,12 @@ def test_full_phase_patience_counts_from_its_own_best():
     trainer, train, val = _trainer("lp-ft", lr=1e-12, epochs=10, patience=3)
     trainer.fit(train, val)
     assert [h["phase"] for h in trainer.history] == ["linear"] + ["full"] * 4
+
+
+def test_lp_ft_from_scratch_is_full_fine_tuning():
+    """A random encoder has no features to protect: no closed-form head, the full phase only."""
+    trainer, train, val = _trainer("lp-ft", lr=1e-3, epochs=2, patience=5, init="scratch")
+    head = trainer.model.head.weight.detach().clone()
+    trainer.fit(train, val)
+    assert [h["phase"] for h in trainer.history] == ["full", "full"] and trainer.head_c is None
+    assert not torch.equal(head, trainer.model.head.weight)

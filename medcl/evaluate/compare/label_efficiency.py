@@ -24,7 +24,7 @@ Outputs in the comparison's folder: ``label_efficiency.csv`` (one row per arm x 
 ``summary.json`` entry ``label_efficiency``, and one model folder per fine-tune in
 ``finetune/LABEL/ARM/seed<k>/<size>/`` (a diagnosis model: ``medcl predict`` / ``export`` take it),
 reused only when its fingerprint (the arm run's fingerprint or scratch's architecture, the label,
-size, fine-tuning options, cohort content and medcl version) matches.
+size, fine-tuning options, cohort content, medcl version and the loop's version) matches.
 """
 
 from __future__ import annotations
@@ -181,8 +181,10 @@ class _Job:
 
 
 def _fingerprint(job: _Job, label: str, options: dict[str, Any], cohort_sha: str, version: str) -> str:
+    from medcl.evaluate.finetune_loop import LOOP_VERSION
+
     record = {"format": _FINGERPRINT_FORMAT, "encoder": job.encoder_key, "label": label, "train_size": job.size,
-              "options": options, "cohort": cohort_sha, "medcl_version": version}
+              "options": options, "cohort": cohort_sha, "medcl_version": version, "loop": LOOP_VERSION}
     return hashlib.sha256(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()
 
 
