@@ -26,7 +26,7 @@ def finetune_command(
     label: str = typer.Option(..., "--label", "-l", help="label to fine-tune on"),
     out: Path | None = typer.Option(None, "--out", "-o", help="model folder (default RUN_DIR/finetune/LABEL)"),
     mode: str = typer.Option("lp-ft", "--mode", help="linear (a logistic / ridge head on the frozen encoder, "
-                             "fitted in closed form) | full | lp-ft (that head, then full at a lower encoder rate)"),
+                             "fitted in closed form) | full | lp-ft (that head, then full fine-tuning)"),
     init: str = typer.Option("pretrained", "--init", help="pretrained | scratch (same architecture, random init)"),
     train_size: str | None = typer.Option(None, "--train-size", help="training patients: N or F% (stratified, "
                                           "nested: 10% of a seed is inside its 25%)"),
@@ -34,8 +34,7 @@ def finetune_command(
                                "least 10 steps)"),
     patience: int = typer.Option(5, "--patience", min=1, help="early stopping on the validation metric (epochs)"),
     lr: float = typer.Option(1e-3, "--lr", help="head learning rate (AdamW)"),
-    encoder_lr_mult: float | None = typer.Option(
-        None, "--encoder-lr-mult", help="encoder rate = lr x this (default 0.1 pretrained, 1 scratch)"),
+    encoder_lr_mult: float = typer.Option(1.0, "--encoder-lr-mult", help="encoder rate = lr x this"),
     class_balanced: bool = typer.Option(False, "--class-balanced", help="weight classes by inverse frequency"),
     augmentation: str = typer.Option("auto", "--augmentation", help="pretraining preset (auto, xray2d, mri3d, "
                                      "ct3d) or none"),

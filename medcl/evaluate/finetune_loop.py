@@ -4,8 +4,10 @@ Plain PyTorch on one device (a few hundred lines of Lightning callbacks would no
 The linear phase fits the head on the frozen encoder's features in closed form (scikit-learn's
 logistic regression, or ridge for a continuous label, its regularisation chosen on the validation
 metric): what a linear probe is, without a learning rate or an epoch budget to tune. ``lp-ft``
-then trains the whole model from that head with the encoder at ``encoder_lr_mult`` times the
-head's rate (Kumar et al. 2022: fine-tuning a random head distorts pretrained features). For a
+then trains the whole model from that head (Kumar et al. 2022: fine-tuning a random head distorts
+pretrained features), the encoder at ``encoder_lr_mult`` times the head's rate (default 1: on the
+2D demo cohort 0.1 held the pretrained encoders back, test AUC .784 vs .875 from 20 patients and
+.919 vs .992 from 193 for DU, 5 seeds, and validation agreed: .847 vs .926, .946 vs .990). For a
 random encoder (``init="scratch"``) ``lp-ft`` is full fine-tuning: there are no features to
 protect, and a head fitted to a random encoder's eval-mode features (BatchNorm at its initial
 statistics) starts the full phase far off (a first-epoch training loss of 6.9 instead of 0.7).
@@ -32,7 +34,7 @@ from medcl.errors import MedclInputError
 
 MODES = ("linear", "full", "lp-ft")
 INITS = ("pretrained", "scratch")
-LOOP_VERSION = 2
+LOOP_VERSION = 3
 """Changes when the loop trains differently for the same options (keys cached fine-tunes)."""
 MIN_STEPS_PER_EPOCH = 10
 """An epoch of the full phase is at least this many optimiser steps (whole passes over the data)."""
@@ -49,7 +51,7 @@ class FineTuneOptions:
     epochs: int = 20  # maximum epochs of the full phase (each at least MIN_STEPS_PER_EPOCH steps)
     patience: int = 5  # full-phase epochs without a better validation metric before it stops
     lr: float = 1e-3  # the head's learning rate (AdamW)
-    encoder_lr_mult: float | None = None  # encoder lr = lr x this; None: 0.1 pretrained, 1.0 scratch
+    encoder_lr_mult: float = 1.0  # encoder lr = lr x this
     weight_decay: float = 1e-4
     batch_size: int = 16
     class_balanced: bool = False
@@ -68,20 +70,14 @@ class FineTuneOptions:
         for name in ("epochs", "patience", "batch_size"):
             if int(getattr(self, name)) < 1:
                 raise MedclInputError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if not self.lr > 0 or (self.encoder_lr_mult is not None and not self.encoder_lr_mult > 0):
+        if not self.lr > 0 or not self.encoder_lr_mult > 0:
             raise MedclInputError("--lr and --encoder-lr-mult must be positive")
         if not 0 <= self.augmentation_strength <= 2:
             raise MedclInputError(f"--augmentation-strength must be in [0, 2], got {self.augmentation_strength}")
         return self
 
-    @property
-    def resolved_encoder_lr_mult(self) -> float:
-        if self.encoder_lr_mult is not None:
-            return float(self.encoder_lr_mult)
-        return 0.1 if self.init == "pretrained" else 1.0
-
     def to_dict(self) -> dict[str, Any]:
-        return {**self.__dict__, "encoder_lr_mult": self.resolved_encoder_lr_mult}
+        return dict(self.__dict__)
 
 
 def resolve_device(device: str) -> torch.device:
@@ -265,7 +261,7 @@ class Trainer:
         opts = self.options
         self.model.encoder.requires_grad_(True)
         groups = [{"params": self.model.head.parameters(), "lr": opts.lr},
-                  {"params": self.model.encoder.parameters(), "lr": opts.lr * opts.resolved_encoder_lr_mult}]
+                  {"params": self.model.encoder.parameters(), "lr": opts.lr * opts.encoder_lr_mult}]
         optimizer = torch.optim.AdamW(groups, weight_decay=opts.weight_decay)
         phase_best, since_best = (-math.inf, -math.inf), 0
         if self.progress is not None:

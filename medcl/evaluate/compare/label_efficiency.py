@@ -117,9 +117,8 @@ class LabelEfficiencySettings:
     cache: str = "memory"
 
     def fine_tune_options(self, base: PretrainConfig | None = None) -> dict[str, Any]:
-        """Every fine-tuning option with its default filled in, less those set per fine-tune
-        (``encoder_lr_mult`` None: 0.1 for a pretrained encoder, 1 for scratch). The base config's
-        ``accelerator: cpu`` keeps the fine-tunes on the CPU too."""
+        """Every fine-tuning option with its default filled in, less those set per fine-tune. The
+        base config's ``accelerator: cpu`` keeps the fine-tunes on the CPU too."""
         import dataclasses
 
         from medcl.evaluate.finetune_loop import FineTuneOptions
