@@ -30,11 +30,23 @@ from pathlib import Path
 
 import yaml
 
-SECONDS_PER_RUN = {2: 30, 3: 1800}
-"""Training + probe time of one demo-budget run on 2 idle CPU cores: 2D measured (25-30 s); 3D the
-middle of the 10-50 minutes docs/kernel_spectrum.md measured for a 32^3 run at the demo's first_stride 1
-(with ``--set encoder.first_stride=2`` a SimCLR run took about 150 s on 2 shared cores:
-docs/baselines.md). Used by ``--dry-run``."""
+SECONDS_PER_RUN = {(2, 1): 30, (2, 2): 25, (3, 1): 1800, (3, 2): 150}
+"""Training + probe time of one demo-budget run on 2 idle CPU cores, by (dims, encoder.first_stride):
+2D measured (25-30 s); 3D at first_stride 1 the middle of the 10-50 minutes docs/kernel_spectrum.md
+measured for a 32^3 run, at first_stride 2 a SimCLR run took about 150 s (docs/baselines.md). Used by
+``--dry-run``."""
+
+
+def first_stride(overrides: list[str], config: Path) -> int:
+    """``encoder.first_stride`` of the cells: the last ``--set`` of it, else the base config's (1 if unread)."""
+    for override in reversed(overrides):
+        key, _, value = override.partition("=")
+        if key.strip() == "encoder.first_stride":
+            return int(value)
+    try:
+        return int((yaml.safe_load(config.read_text()) or {}).get("encoder", {}).get("first_stride", 1))
+    except (OSError, ValueError, AttributeError):
+        return 1
 
 
 def prepare(out: Path, dims: int) -> tuple[Path, Path]:
@@ -139,7 +151,8 @@ def main(argv: list[str] | None = None) -> int:
         subprocess.run(command, check=True)
         results[(t, s)] = cell_result(folder, args.method)
     if args.dry_run:
-        minutes = len(cells) * args.seeds * SECONDS_PER_RUN[args.dims] / 60
+        stride = first_stride(args.overrides, config)
+        minutes = len(cells) * args.seeds * SECONDS_PER_RUN[(args.dims, min(stride, 2))] / 60
         print(f"# {len(cells)} cells x {args.seeds} seeds: about {minutes:.0f} min on 2 idle CPU cores")
         return 0
     print(f"\n{args.method}, {args.dims}D demo cohort, rows {temperature_key(args.method)}, held-out diagnosis "

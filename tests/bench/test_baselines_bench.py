@@ -40,3 +40,15 @@ def test_a_cell_reports_every_seed_and_the_table_shows_them(tmp_path: Path) -> N
     assert bench.cell_result(tmp_path / "missing", "dcl") is None
     table = bench.table({(0.1, 0.5): result, (0.1, 1.0): None}, [0.1], [0.5, 1.0])
     assert "| 0.1 | 0.800 ± 0.100 (.729 / .871) | – |" in table
+
+
+def test_the_dry_run_estimate_follows_the_first_stride(tmp_path: Path) -> None:
+    """3D at first_stride 2 costs about a twelfth of first_stride 1: the estimate reads the override."""
+    bench = _load()
+    config = tmp_path / "base.yaml"
+    config.write_text("encoder:\n  first_stride: 1\n")
+    assert bench.first_stride([], config) == 1
+    assert bench.first_stride(["encoder.first_stride=2", "epochs=3"], config) == 2
+    assert bench.first_stride([], tmp_path / "missing.yaml") == 1
+    config.write_text("encoder:\n  first_stride: 2\n")
+    assert bench.first_stride([], config) == 2
