@@ -124,13 +124,8 @@ def _val_score(kind: str, outputs: np.ndarray, y: np.ndarray) -> float:
 
 def _encoder_features(encoder: nn.Module, loader, device: torch.device) -> tuple[np.ndarray, np.ndarray]:
     """``(pooled features (n, d), cohort rows (n,))`` of the frozen encoder (eval mode, no augmentation)."""
-    feats, rows = [], []
-    encoder.eval()
-    with torch.inference_mode():
-        for batch in loader:
-            feats.append(encoder(batch["image"].to(device)).double().cpu().numpy())
-            rows.append(batch["index"].numpy())
-    return np.concatenate(feats), np.concatenate(rows)
+    features, rows = predict_outputs(encoder, loader, device)
+    return features.astype(np.float64), rows
 
 
 def fit_linear_head(kind: str, x: np.ndarray, targets: np.ndarray, c: float, n_out: int,
