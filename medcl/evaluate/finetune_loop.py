@@ -182,13 +182,11 @@ class Trainer:
             return (y - self.model.target_mean) / self.model.target_std
         return y
 
-    def _keep_if_best(self, score: float, val_loss: float, epoch: int) -> bool:
+    def _keep_if_best(self, score: float, val_loss: float, epoch: int) -> None:
         """Remember the model's state when it is the best on validation so far (across phases)."""
-        if (score, -val_loss) <= self.best:
-            return False
-        self.best, self.best_epoch = (score, -val_loss), epoch
-        self.best_state = copy.deepcopy({k: v.detach().cpu() for k, v in self.model.state_dict().items()})
-        return True
+        if (score, -val_loss) > self.best:
+            self.best, self.best_epoch = (score, -val_loss), epoch
+            self.best_state = copy.deepcopy({k: v.detach().cpu() for k, v in self.model.state_dict().items()})
 
     def _epoch(self, loader, optimizer) -> float:
         """At least :data:`MIN_STEPS_PER_EPOCH` steps, in whole passes over ``loader``; mean loss."""
@@ -205,6 +203,8 @@ class Trainer:
                 optimizer.step()
                 total, count, steps = total + float(loss.detach()) * len(index), count + len(index), steps + 1
             self._passes += 1
+            if steps == 0:
+                raise MedclInputError("fine-tuning: the training loader yielded no batch")
         return total / max(count, 1)
 
     def _validate(self, loader) -> tuple[float, float]:
