@@ -45,7 +45,7 @@ def first_stride(overrides: list[str], config: Path) -> int:
             return int(value)
     try:
         return int((yaml.safe_load(config.read_text()) or {}).get("encoder", {}).get("first_stride", 1))
-    except (OSError, ValueError, AttributeError):
+    except (OSError, ValueError, AttributeError, yaml.YAMLError):
         return 1
 
 

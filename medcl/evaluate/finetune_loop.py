@@ -226,21 +226,18 @@ class Trainer:
         targets = self._targets(torch.as_tensor(rows_train)).cpu().numpy().astype(float)
         y_val = self.labels.cpu().numpy()[rows_val]
         head = self.model.head
-        best: tuple[float, float] | None = None
-        for c in HEAD_C_GRID:
-            weight, bias = fit_linear_head(self.kind, x_train, targets, c, head.out_features,
-                                           self.options.class_balanced, self.options.seed)
-            logits = torch.as_tensor(x_val @ weight.T + bias, dtype=torch.float32, device=self.device)
-            with torch.inference_mode():
-                outputs = self.model.outputs(logits).float().cpu().numpy()
-            score = _val_score(self.kind, outputs, y_val)
-            if best is None or score > best[0]:  # ties keep the stronger regularisation
-                best, chosen = (score, c), (weight, bias)
-        assert best is not None
-        self.head_c = best[1]
+        fits = [fit_linear_head(self.kind, x_train, targets, c, head.out_features, self.options.class_balanced,
+                                self.options.seed) for c in HEAD_C_GRID]
+        scores = []
+        with torch.inference_mode():
+            for weight, bias in fits:
+                logits = torch.as_tensor(x_val @ weight.T + bias, dtype=torch.float32, device=self.device)
+                scores.append(_val_score(self.kind, self.model.outputs(logits).float().cpu().numpy(), y_val))
+        chosen = int(np.argmax(scores))  # the first best: ties keep the stronger regularisation
+        self.head_c = HEAD_C_GRID[chosen]
         with torch.no_grad():
-            head.weight.copy_(torch.as_tensor(chosen[0], dtype=head.weight.dtype))
-            head.bias.copy_(torch.as_tensor(chosen[1], dtype=head.bias.dtype))
+            head.weight.copy_(torch.as_tensor(fits[chosen][0], dtype=head.weight.dtype))
+            head.bias.copy_(torch.as_tensor(fits[chosen][1], dtype=head.bias.dtype))
         score, val_loss = self._validate(val_loader)
         epoch = len(self.history) + 1
         self._keep_if_best(score, val_loss, epoch)
