@@ -85,3 +85,27 @@ def test_non_batch_norms_make_features_per_sample(norm: str) -> None:
     assert not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in enc.modules())
     x = torch.randn(4, 1, 16, 16, 16)
     torch.testing.assert_close(enc(x)[:2], enc(x[:2]), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("arch", ["resnet18", "densenet121"])
+@pytest.mark.parametrize("dims", [2, 3])
+def test_channels_last_is_a_layout_not_another_network(arch: str, dims: int) -> None:
+    """The channels-last encoder (the default) computes what the default-layout one does, on an input
+    of any layout, with the same state dict; its convolution weights are channels-last."""
+    widths = [4, 4] if arch == "densenet121" else [4, 8, 8, 16]
+    base = EncoderSpec(arch=arch, spatial_dims=dims, in_channels=2, widths=widths, first_stride=1)
+    torch.manual_seed(0)
+    plain = build_encoder(base.model_copy(update={"channels_last": False})).eval()
+    fast = build_encoder(base).eval()
+    fast.load_state_dict(plain.state_dict())
+    layout = torch.channels_last if dims == 2 else torch.channels_last_3d
+    convs = [m.weight for m in fast.modules() if isinstance(m, torch.nn.modules.conv._ConvNd)]
+    assert convs and all(w.is_contiguous(memory_format=layout) for w in convs)
+    assert any(not w.is_contiguous() for w in convs)  # (1-channel and 1x1 weights are both layouts at once)
+    assert all(m.weight.is_contiguous() for m in plain.modules() if isinstance(m, torch.nn.modules.conv._ConvNd))
+    assert {k: v.shape for k, v in fast.state_dict().items()} == {k: v.shape for k, v in plain.state_dict().items()}
+    x = torch.randn(3, 2, *[16] * dims)
+    with torch.no_grad():
+        want = plain(x)
+        torch.testing.assert_close(fast(x), want, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(fast(x.contiguous(memory_format=layout)), want, rtol=1e-4, atol=1e-5)
