@@ -25,6 +25,19 @@ def test_settings_refuse_unknown_methods_and_a_missing_baseline() -> None:
         DemoSettings(methods=["du", "nope"])
 
 
+def test_recipe_is_filled_per_dimension_and_overrides_win(tmp_path: Path) -> None:
+    """2D: resnet10 for 45 epochs (about the time 24 epochs of resnet18 took); 3D keeps resnet18 for 24."""
+    from medcl.demo import base_config
+
+    two, three = DemoSettings(), DemoSettings(dims=3)
+    assert (two.arch, two.epochs, three.arch, three.epochs) == ("resnet10", 45, "resnet18", 24)
+    mine = DemoSettings.preset("default", epochs=7, dims=2).model_copy(update={"arch": "resnet18"})
+    assert (mine.arch, mine.epochs) == ("resnet18", 7)
+    assert DemoSettings.preset("quick").epochs == 3
+    config = base_config(tmp_path / "manifest.yaml", two)
+    assert (config.encoder.arch, config.epochs, config.encoder.channels_last) == ("resnet10", 45, True)
+
+
 @pytest.mark.timeout(400)
 def test_tiny_demo_runs_every_arm_marks_age_and_never_mixes_settings(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
