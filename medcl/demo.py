@@ -65,8 +65,8 @@ class DemoSettings(BaseModel):
     size: int = Field(32, ge=16)
     seeds: int = Field(3, ge=1)
     epochs: int | None = Field(
-        None, ge=1, description="pretraining epochs; None: 45 in 2D, 24 in 3D (the same time: the 2D encoder is "
-        "resnet10, about 2x cheaper a step; 24 epochs of resnet18 left about one DU run in ten without the lesion)")
+        None, ge=1, description="pretraining epochs; None: 45 in 2D (resnet10; the demo takes 1.2x the time of 24 "
+        "epochs of resnet18, which left about one DU run in ten without the lesion), 24 in 3D")
     arch: Literal["resnet10", "resnet18"] | None = Field(
         None, description="encoder; None: resnet10 in 2D (docs/reproducibility.md), resnet18 in 3D")
     batch_size: int = Field(32, ge=4)
@@ -89,7 +89,7 @@ class DemoSettings(BaseModel):
 
     @classmethod
     def preset(cls, name: Literal["quick", "default", "full"], **overrides: Any) -> DemoSettings:
-        """``quick``: a smoke run of a few minutes; ``default``: about 5 minutes on 2 CPU cores; ``full``: more."""
+        """``quick``: a smoke run of a few minutes; ``default``: about 8 minutes on 2 CPU cores; ``full``: more."""
         presets: dict[str, dict[str, Any]] = {
             "quick": {"subjects": 160, "seeds": 1, "epochs": 3, "batch_size": 32, "vae_epochs": 3,
                       "widths": [4, 8, 16, 32], "probe_folds": 3, "probe_repeats": 1},
