@@ -26,7 +26,8 @@ def test_settings_refuse_unknown_methods_and_a_missing_baseline() -> None:
 
 
 def test_recipe_is_filled_per_dimension_and_overrides_win(tmp_path: Path) -> None:
-    """2D: resnet10 for 45 epochs (about the time 24 epochs of resnet18 took); 3D keeps resnet18 for 24."""
+    """2D: resnet10 for 45 epochs (1.2x the demo time of 24 epochs of resnet18, far fewer missed runs); 3D keeps
+    resnet18 for 24; explicit values win."""
     from medcl.demo import base_config
 
     two, three = DemoSettings(), DemoSettings(dims=3)
