@@ -84,6 +84,9 @@ class DemoSettings(BaseModel):
     vae_epochs: int = Field(15, ge=1)
     probe_folds: int = Field(5, ge=2)
     probe_repeats: int = Field(3, ge=1, description="fold draws of the probe CV, averaged")
+    jobs: int | Literal["auto"] = Field(
+        "auto", description="runs pretrained side by side; auto: one per CPU core (at most 8), 1 on a GPU "
+        "(medcl.evaluate.compare.parallel)")
     methods: list[str] = list(DEFAULT_ARMS)
     generator: dict[str, Any] = Field(default_factory=dict, description="SyntheticConfig overrides")
 
@@ -235,7 +238,7 @@ def run_demo(
     compare = CompareSettings(labels=list(LABELS), seeds=s.seeds, folds=s.probe_folds,
                               repeats=s.probe_repeats, baseline=BASELINE,
                               train_sizes=[25, 50, "all"], colour_by=["site"],
-                              title="medcl demo: does metadata help?")
+                              title="medcl demo: does metadata help?", jobs=s.jobs)
     result = run_comparison(base_config(manifest, s, out / "cache"), arms, out, compare, on_line=say)
     render_comparison(result)
     return result

@@ -17,6 +17,9 @@ def demo_command(
     seeds: int = typer.Option(None, "--seeds", min=1, help="seeds per method (default 3)"),
     epochs: int = typer.Option(None, "--epochs", min=1, help="pretraining epochs per run"),
     subjects: int = typer.Option(None, "--subjects", min=40, help="subjects in the synthetic cohort"),
+    jobs: str = typer.Option(
+        "auto", "--jobs", "-j", help="runs pretrained side by side (auto: one per CPU core, 1 on a GPU)"
+    ),
     methods: str = typer.Option(
         None, "--methods", help="comma-separated arms, e.g. du,kdu_age,simclr (supcon: SupCon on the diagnosis)"
     ),
@@ -34,6 +37,7 @@ def demo_command(
     """
     import time
 
+    from medcl.cli.evaluate_commands import parse_jobs
     from medcl.demo import DemoSettings, run_demo
     from medcl.errors import MedclInputError
 
@@ -44,6 +48,7 @@ def demo_command(
                  if v is not None}
     if dims is not None and dims not in (2, 3):
         raise MedclInputError(f"--dims must be 2 or 3, got {dims}")
+    overrides["jobs"] = parse_jobs(jobs)
     if methods:
         overrides["methods"] = [m.strip() for m in methods.split(",") if m.strip()]
     settings = DemoSettings.preset("quick" if quick else "full" if full else "default", **overrides)

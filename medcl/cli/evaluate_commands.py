@@ -43,6 +43,22 @@ def _parse_sizes(text: str | None) -> list[int | str] | None:
     return sizes
 
 
+def parse_jobs(text: str) -> int | str:
+    """``--jobs``: a positive number or ``auto``."""
+    from medcl.errors import MedclInputError
+
+    text = text.strip().lower()
+    if text == "auto":
+        return text
+    try:
+        jobs = int(text)
+    except ValueError:
+        jobs = 0
+    if jobs < 1:
+        raise MedclInputError(f"--jobs {text!r}: expected a positive number or auto")
+    return jobs
+
+
 def probe_command(
     run_dir: Path = typer.Argument(..., help="run directory of a finished pretraining"),
     manifest: Path = typer.Option(..., "--manifest", "-m", help="cohort manifest (YAML) with the label"),
@@ -212,6 +228,11 @@ def compare_command(
     folds: int = typer.Option(5, "--folds", help="outer folds of the held-out probe (patient-level)"),
     repeats: int = typer.Option(3, "--repeats", help="fold draws of the probe CV, averaged (less noise)"),
     baseline: str = typer.Option("du", "--baseline", help="arm the paired differences refer to"),
+    jobs: str = typer.Option(
+        "1", "--jobs", "-j",
+        help="runs pretrained side by side, the CPU cores split between them; auto: one per core on a CPU "
+        "(two small runs on one thread each beat one run on two), 1 on a GPU",
+    ),
     overrides: list[str] = typer.Option(
         [], "--set", help="override a base config key, dotted, value as YAML: --set epochs=10"
     ),
@@ -275,7 +296,7 @@ def compare_command(
         overrides = [*(overrides or []), f"manifest={manifest.expanduser().resolve()}"]
     base = load_config(config, overrides)
     settings = CompareSettings(labels=list(labels), seeds=seeds, folds=folds, repeats=repeats, baseline=baseline,
-                               title=f"medcl compare: {Path(base.manifest).parent.name}")
+                               jobs=parse_jobs(jobs), title=f"medcl compare: {Path(base.manifest).parent.name}")
     result = run_comparison(base, arms, out, settings, on_line=lambda line: typer.echo(line), finetune=finetuning)
     render_comparison(result)
     typer.echo("\n" + result.table())

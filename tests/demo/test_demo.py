@@ -57,7 +57,7 @@ def test_tiny_demo_runs_every_arm_marks_age_and_never_mixes_settings(
 
     settings = DemoSettings(
         subjects=48, size=16, seeds=1, epochs=1, batch_size=8, widths=[4, 4, 8, 8], vae_epochs=1,
-        probe_folds=2,
+        probe_folds=2, jobs=1,  # in this process: the monkeypatched pretrain sees every run
     )
     lines: list[str] = []
     result = run_demo(tmp_path, settings, on_line=lines.append)

@@ -146,7 +146,9 @@ class CompareSettings:
     outer folds of the patient-level probe CV; ``repeats``: fresh fold draws of that CV, averaged
     (the fold draw alone moves a 160-subject AUC by 0.02-0.05); ``baseline``: the arm differences refer to;
     ``train_sizes``: label-efficiency points (training patients per fold, "all" always included);
-    ``colour_by``: attributes the report's embedding plots are also coloured by.
+    ``colour_by``: attributes the report's embedding plots are also coloured by; ``jobs``: runs
+    pretrained side by side, each on ``cores // jobs`` threads, or ``auto``
+    (:mod:`medcl.evaluate.compare.parallel`).
     """
 
     labels: list[str]
@@ -158,6 +160,7 @@ class CompareSettings:
     colour_by: list[str] = field(default_factory=list)
     title: str = "medcl compare"
     encode_batch_size: int = 64
+    jobs: int | str = 1
 
     def check(self, arms: Sequence[Arm]) -> None:
         """Raise MedclInputError for settings that cannot run (before anything is written)."""
@@ -171,6 +174,8 @@ class CompareSettings:
             raise MedclInputError(f"--folds must be >= 2, got {self.folds}")
         if self.repeats < 1:
             raise MedclInputError(f"--repeats must be >= 1, got {self.repeats}")
+        if self.jobs != "auto" and not (isinstance(self.jobs, int) and self.jobs >= 1):
+            raise MedclInputError(f"--jobs must be a positive number or auto, got {self.jobs!r}")
         names = [a.name for a in arms]
         if self.baseline not in names:
             raise MedclInputError(f"--baseline {self.baseline!r} is not one of the arms {names}")

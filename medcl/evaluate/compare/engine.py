@@ -28,6 +28,7 @@ from medcl.evaluate.compare.fingerprints import (
     stored_fingerprint,
 )
 from medcl.evaluate.compare.marks import PROXY_CKA, PROXY_CORRELATION, proxy_mark, run_health
+from medcl.evaluate.compare.parallel import resolve_jobs, run_side_by_side, threads_per_job
 from medcl.evaluate.compare.results import Comparison
 from medcl.evaluate.compare.statistics import PRIMARY_METRIC, SECONDARY_METRIC, lower_is_better
 from medcl.losses.registry import METHODS
@@ -124,6 +125,16 @@ def _held_out(cohort: Cohort, run_path: Path | None) -> np.ndarray:
     return np.flatnonzero(~np.isin(ids, list(train_ids)))
 
 
+def _reusable(item: _Planned, run_path: Path) -> bool:
+    """True when ``run_path`` holds this run finished (or diverged) with the same fingerprint."""
+    want = item.fingerprint["fingerprint"]
+    if _stored_divergence(run_path, want) is not None:
+        return True
+    run = RunDir(run_path)
+    done = (run.is_finished() if item.arm.trains else run.config_path.is_file())
+    return done and stored_fingerprint(run_path) == want
+
+
 def _ensure_run(item: _Planned, run_path: Path) -> tuple[bool, float, str | None]:
     """Reuse the run at ``run_path`` when finished with the same fingerprint, else (re)train it.
 
@@ -136,12 +147,8 @@ def _ensure_run(item: _Planned, run_path: Path) -> tuple[bool, float, str | None
     start = time.perf_counter()
     want = item.fingerprint["fingerprint"]
     run = RunDir(run_path)
-    diverged = _stored_divergence(run_path, want)
-    if diverged is not None:
-        return True, time.perf_counter() - start, diverged
-    done = (run.is_finished() if item.arm.trains else run.config_path.is_file())
-    if done and stored_fingerprint(run_path) == want:
-        return True, time.perf_counter() - start, None
+    if _reusable(item, run_path):
+        return True, time.perf_counter() - start, _stored_divergence(run_path, want)
     if run_path.exists():
         shutil.rmtree(run_path)  # stale (other settings) or unfinished: never mixed in
     if item.arm.trains:
@@ -157,6 +164,26 @@ def _ensure_run(item: _Planned, run_path: Path) -> tuple[bool, float, str | None
         write_text(run.config_path, f"method: {RANDOM_INIT}\nseed: {item.seed}\n")
     write_json(run.fingerprint_path, item.fingerprint)
     return False, time.perf_counter() - start, None
+
+
+def _ensure_run_quietly(unit: tuple[_Planned, Path]) -> tuple[bool, float, str | None]:
+    """:func:`_ensure_run` in a worker process of :func:`~medcl.evaluate.compare.parallel.run_side_by_side`
+    (Lightning's info lines hidden there too)."""
+    from medcl.pretrain.quiet import quiet_lightning
+
+    with quiet_lightning(info=False):
+        return _ensure_run(*unit)
+
+
+def _trains_on_gpu(base: PretrainConfig) -> bool:
+    """Whether the runs would train on a GPU (``accelerator`` gpu/cuda, or auto with one visible)."""
+    if base.accelerator in ("gpu", "cuda"):
+        return True
+    if base.accelerator != "auto":
+        return False
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def _stored_divergence(run_path: Path, fingerprint: str) -> str | None:
@@ -251,22 +278,29 @@ def _compare(base: PretrainConfig, arms: Sequence[Arm], out: str | Path, setting
 
     spent: dict[str, list[float]] = {}
     ratios: list[float] = []
+    units = [(item, out / "runs" / item.arm.dirname / f"seed{item.seed}") for item in planned]
+    left = {item.key: item for item in planned}
+    jobs = resolve_jobs(settings.jobs, runs=sum(not _reusable(*u) for u in units if u[0].arm.trains),
+                        gpu=_trains_on_gpu(base))
+    if jobs > 1:
+        say(f"training {jobs} runs side by side, {threads_per_job(jobs)} thread(s) each")
 
-    def finished(n: int, item: _Planned, unit_start: float, status: str) -> None:
+    def finished(n: int, item: _Planned, seconds: float, status: str) -> None:
         """Record the run's fingerprint and time; one progress line with elapsed time and ETA."""
         result.fingerprints.setdefault(item.arm.name, {})[str(item.seed)] = item.fingerprint["fingerprint"]
-        spent.setdefault(item.arm.name, []).append(time.perf_counter() - unit_start)
-        eta = sum(_expected(r.arm, spent, arms) for r in planned[n:])
+        spent.setdefault(item.arm.name, []).append(seconds)
+        del left[item.key]
+        eta = sum(_expected(r.arm, spent, arms) for r in left.values()) / min(jobs, max(len(left), 1))
         say(f"[{n}/{len(planned)}] {item.key}: {status} | elapsed {format_duration(time.perf_counter() - t0)}, "
             f"ETA {format_duration(eta)}")
 
-    for n, item in enumerate(planned, 1):
-        unit_start = time.perf_counter()
-        run_path = out / "runs" / item.arm.dirname / f"seed{item.seed}"
-        reused, seconds, diverged = _ensure_run(item, run_path)
+    ready = run_side_by_side(units, _ensure_run_quietly, jobs=jobs,
+                             local=lambda unit: not unit[0].arm.trains or _reusable(*unit))
+    for n, ((item, run_path), (reused, seconds, diverged)) in enumerate(ready, 1):
+        unit_start = time.perf_counter() - seconds
         if diverged is not None:  # marked and left out of the statistics; the comparison goes on
             result.diverged.setdefault(item.arm.name, {})[item.seed] = diverged
-            finished(n, item, unit_start, f"DIVERGED ({diverged}); left out of the statistics")
+            finished(n, item, time.perf_counter() - unit_start, f"DIVERGED ({diverged}); left out of the statistics")
             continue
         rows_held = _held_out(cohort, run_path if item.arm.trains else None)
         if not np.array_equal(rows_held, held_out):
@@ -314,7 +348,9 @@ def _compare(base: PretrainConfig, arms: Sequence[Arm], out: str | Path, setting
             scores.append(f"{label} {metric}={summary.mean:.3f}")
         _write_run_artefacts(run_path, item, cohort, held_out, feats, settings)
         status = "reused" if reused else ("built" if not item.arm.trains else f"trained in {seconds:.0f} s")
-        finished(n, item, unit_start, f"{status}; {', '.join(scores)}{' (collapsed!)' if collapsed else ''}")
+        finished(n, item, time.perf_counter() - unit_start,
+                 f"{status}; {', '.join(scores)}{' (collapsed!)' if collapsed else ''}")
+    _in_plan_order(result, planned)
 
     if finetune is not None:
         from medcl.evaluate.compare.label_efficiency import run_label_efficiency
@@ -326,6 +362,18 @@ def _compare(base: PretrainConfig, arms: Sequence[Arm], out: str | Path, setting
     result.elapsed_s = time.perf_counter() - t0
     _write_outputs(result)
     return result
+
+
+def _in_plan_order(result: Comparison, planned: Sequence[_Planned]) -> None:
+    """Rows, fingerprints and divergences in the plan's order (seed-major), whatever order the
+    runs finished in: the outputs do not depend on ``jobs``."""
+    order = {(item.arm.name, item.seed): n for n, item in enumerate(planned)}
+    result.rows.sort(key=lambda row: order[(row["arm"], row["seed"])])  # stable: labels keep their order
+    result.fingerprints = {arm.name: {str(s): result.fingerprints[arm.name][str(s)]
+                                      for s in range(result.settings.seeds) if str(s) in result.fingerprints[arm.name]}
+                           for arm in result.arms if arm.name in result.fingerprints}
+    result.diverged = {arm.name: dict(sorted(result.diverged[arm.name].items()))
+                       for arm in result.arms if arm.name in result.diverged}
 
 
 def _write_run_artefacts(run_path: Path, item: _Planned, cohort: Cohort, held_out: np.ndarray,
