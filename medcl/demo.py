@@ -65,8 +65,9 @@ class DemoSettings(BaseModel):
     size: int = Field(32, ge=16)
     seeds: int = Field(3, ge=1)
     epochs: int | None = Field(
-        None, ge=1, description="pretraining epochs; None: 45 in 2D (resnet10; the demo takes 1.2x the time of 24 "
-        "epochs of resnet18, which left about one DU run in ten without the lesion), 24 in 3D")
+        None, ge=1, description="pretraining epochs; None: 60 in 2D (resnet10, runs side by side: less time than 24 "
+        "epochs of resnet18 on two threads, which left about one DU run in ten without the lesion; "
+        "docs/reproducibility.md), 24 in 3D")
     arch: Literal["resnet10", "resnet18"] | None = Field(
         None, description="encoder; None: resnet10 in 2D (docs/reproducibility.md), resnet18 in 3D")
     batch_size: int = Field(32, ge=4)
@@ -121,7 +122,7 @@ class DemoSettings(BaseModel):
         if self.arch is None:
             self.arch = "resnet10" if self.dims == 2 else "resnet18"
         if self.epochs is None:
-            self.epochs = 45 if self.dims == 2 else 24
+            self.epochs = 60 if self.dims == 2 else 24
         return self
 
 
