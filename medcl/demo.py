@@ -93,7 +93,7 @@ class DemoSettings(BaseModel):
 
     @classmethod
     def preset(cls, name: Literal["quick", "default", "full"], **overrides: Any) -> DemoSettings:
-        """``quick``: a smoke run of a few minutes; ``default``: about 8 minutes on 2 CPU cores; ``full``: more."""
+        """``quick``: a smoke run of a few minutes; ``default``: about 5.5 minutes on 2 CPU cores; ``full``: more."""
         presets: dict[str, dict[str, Any]] = {
             "quick": {"subjects": 160, "seeds": 1, "epochs": 3, "batch_size": 32, "vae_epochs": 3,
                       "widths": [4, 8, 16, 32], "probe_folds": 3, "probe_repeats": 1},

@@ -33,7 +33,7 @@ def demo_command(
     against DU with 95% intervals over seeds (the engine of `medcl compare`). Runs in `--out`
     are reused only when made with the same settings.
 
-    Example: `medcl demo --out demo_run` (about 5 minutes on 2 CPU cores), `medcl demo --quick`
+    Example: `medcl demo --out demo_run` (about 5.5 minutes on 2 CPU cores), `medcl demo --quick`
     """
     import time
 
