@@ -8,7 +8,6 @@ Writes ``results.csv``, ``summary.json``, ``comparison.txt`` and ``runs/<arm>/se
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from collections.abc import Callable, Sequence
@@ -25,11 +24,11 @@ from medcl.evaluate.compare.fingerprints import (
     cohort_digest,
     learned_settings,
     run_fingerprint,
-    stored_fingerprint,
 )
 from medcl.evaluate.compare.marks import PROXY_CKA, PROXY_CORRELATION, proxy_mark, run_health
 from medcl.evaluate.compare.parallel import resolve_jobs, run_side_by_side, threads_per_job
 from medcl.evaluate.compare.results import Comparison
+from medcl.evaluate.compare.run_units import ensure_run_quietly, reusable, trains_on_gpu
 from medcl.evaluate.compare.statistics import PRIMARY_METRIC, SECONDARY_METRIC, lower_is_better
 from medcl.losses.registry import METHODS
 from medcl.models.saved import medcl_version
@@ -125,76 +124,6 @@ def _held_out(cohort: Cohort, run_path: Path | None) -> np.ndarray:
     return np.flatnonzero(~np.isin(ids, list(train_ids)))
 
 
-def _reusable(item: _Planned, run_path: Path) -> bool:
-    """True when ``run_path`` holds this run finished (or diverged) with the same fingerprint."""
-    want = item.fingerprint["fingerprint"]
-    if _stored_divergence(run_path, want) is not None:
-        return True
-    run = RunDir(run_path)
-    done = (run.is_finished() if item.arm.trains else run.config_path.is_file())
-    return done and stored_fingerprint(run_path) == want
-
-
-def _ensure_run(item: _Planned, run_path: Path) -> tuple[bool, float, str | None]:
-    """Reuse the run at ``run_path`` when finished with the same fingerprint, else (re)train it.
-
-    Returns ``(reused, seconds spent, why it diverged or None)``. A run whose loss became
-    non-finite is kept with ``diverged.json`` (its fingerprint and the error) and reported as
-    diverged, also when reused: training is deterministic, so retraining would diverge again.
-    """
-    from medcl.pretrain.module import NonFiniteLossError
-
-    start = time.perf_counter()
-    want = item.fingerprint["fingerprint"]
-    run = RunDir(run_path)
-    if _reusable(item, run_path):
-        return True, time.perf_counter() - start, _stored_divergence(run_path, want)
-    if run_path.exists():
-        shutil.rmtree(run_path)  # stale (other settings) or unfinished: never mixed in
-    if item.arm.trains:
-        from medcl.pretrain.loop import pretrain
-
-        try:
-            pretrain(item.config, run_path)
-        except NonFiniteLossError as err:
-            write_json(run.diverged_path, {"fingerprint": want, "error": str(err)})
-            return False, time.perf_counter() - start, str(err)
-    else:
-        run_path.mkdir(parents=True, exist_ok=True)
-        write_text(run.config_path, f"method: {RANDOM_INIT}\nseed: {item.seed}\n")
-    write_json(run.fingerprint_path, item.fingerprint)
-    return False, time.perf_counter() - start, None
-
-
-def _ensure_run_quietly(unit: tuple[_Planned, Path]) -> tuple[bool, float, str | None]:
-    """:func:`_ensure_run` in a worker process of :func:`~medcl.evaluate.compare.parallel.run_side_by_side`
-    (Lightning's info lines hidden there too)."""
-    from medcl.pretrain.quiet import quiet_lightning
-
-    with quiet_lightning(info=False):
-        return _ensure_run(*unit)
-
-
-def _trains_on_gpu(base: PretrainConfig) -> bool:
-    """Whether the runs would train on a GPU (``accelerator`` gpu/cuda, or auto with one visible)."""
-    if base.accelerator in ("gpu", "cuda"):
-        return True
-    if base.accelerator != "auto":
-        return False
-    import torch
-
-    return torch.cuda.is_available()
-
-
-def _stored_divergence(run_path: Path, fingerprint: str) -> str | None:
-    """The error of a run that diverged with this fingerprint (None: it did not, or other settings)."""
-    try:
-        record = json.loads(RunDir(run_path).diverged_path.read_text())
-    except (OSError, ValueError):
-        return None
-    return str(record.get("error", "non-finite loss")) if record.get("fingerprint") == fingerprint else None
-
-
 def _encoder(item: _Planned, run_path: Path, base: PretrainConfig, cohort: Cohort):
     if item.arm.trains:
         return RunDir(run_path).load_encoder()
@@ -280,8 +209,8 @@ def _compare(base: PretrainConfig, arms: Sequence[Arm], out: str | Path, setting
     ratios: list[float] = []
     units = [(item, out / "runs" / item.arm.dirname / f"seed{item.seed}") for item in planned]
     left = {item.key: item for item in planned}
-    jobs = resolve_jobs(settings.jobs, runs=sum(not _reusable(*u) for u in units if u[0].arm.trains),
-                        gpu=_trains_on_gpu(base))
+    jobs = resolve_jobs(settings.jobs, runs=sum(not reusable(*u) for u in units if u[0].arm.trains),
+                        gpu=trains_on_gpu(base))
     if jobs > 1:
         say(f"training {jobs} runs side by side, {threads_per_job(jobs)} thread(s) each")
 
@@ -294,8 +223,8 @@ def _compare(base: PretrainConfig, arms: Sequence[Arm], out: str | Path, setting
         say(f"[{n}/{len(planned)}] {item.key}: {status} | elapsed {format_duration(time.perf_counter() - t0)}, "
             f"ETA {format_duration(eta)}")
 
-    ready = run_side_by_side(units, _ensure_run_quietly, jobs=jobs,
-                             local=lambda unit: not unit[0].arm.trains or _reusable(*unit))
+    ready = run_side_by_side(units, ensure_run_quietly, jobs=jobs,
+                             local=lambda unit: not unit[0].arm.trains or reusable(*unit))
     for n, ((item, run_path), (reused, seconds, diverged)) in enumerate(ready, 1):
         unit_start = time.perf_counter() - seconds
         if diverged is not None:  # marked and left out of the statistics; the comparison goes on
