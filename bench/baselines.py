@@ -13,7 +13,7 @@ value) is tabulated per cell, as markdown for docs/baselines.md, with the sweep'
 ``loss.t`` instead (give ``--temperatures`` in its scale, e.g. 1,2,4).
 
     python bench/baselines.py --out /tmp/baselines --dims 2 --seeds 2 \\
-        --method simclr --temperatures 0.1,0.2,0.5 --strengths 0.5,1.0 [--dry-run]
+        --method simclr --temperatures 0.1,0.2,0.5 --strengths 0.25,0.5,1.0 [--dry-run]
 
 Run it with ``nice`` and ``OMP_NUM_THREADS=1`` on a shared machine. ``--dry-run`` prints the
 commands (and, from the demo's measured time per run, an estimate) without training.
@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--method", default="simclr", help="an arm with a temperature: simclr, dcl, y_aware:age, "
                         "supcon:diagnosis; align_uniform sweeps loss.t")
     parser.add_argument("--temperatures", default="0.1,0.2,0.5")
-    parser.add_argument("--strengths", default="0.5,1.0")
+    parser.add_argument("--strengths", default="0.25,0.5,1.0")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         help="another base-config override for every cell, e.g. encoder.first_stride=2")
     parser.add_argument("--dry-run", action="store_true", help="print the commands and an estimated time")

@@ -78,9 +78,10 @@ class DemoSettings(BaseModel):
                       "found the lesion on some seeds only (held-out AUC .792 +- .117 over 8 seeds, .854 +- .10 over "
                       "10 at 6e-3; docs/reproducibility.md)")
     views: int = Field(2, ge=2)
-    augmentation_strength: float = Field(
-        0.5, ge=0, description="scales every augmentation magnitude (at 1.0 the xray2d views cost DU about 8 "
-        "held-out AUC points on the small 32^2 demo images)")
+    augmentation_strength: float | None = Field(
+        None, ge=0, description="scales every augmentation magnitude; None: 0.5 in 2D (at 1.0 the xray2d views cost "
+        "DU about 8 held-out AUC points on the small 32^2 demo images), 0.25 in 3D (at 0.5 the 32^3 views cost "
+        "SimCLR about 18 points and DU about 10; docs/baselines.md)")
     augmentation_backend: Literal["monai", "batched"] = "batched"
     vae_epochs: int = Field(15, ge=1)
     probe_folds: int = Field(5, ge=2)
@@ -118,11 +119,14 @@ class DemoSettings(BaseModel):
 
     @model_validator(mode="after")
     def _per_dimension_recipe(self) -> DemoSettings:
-        """Fill ``arch`` and ``epochs`` left unset from the image dimension (measured per dimension)."""
+        """Fill ``arch``, ``epochs`` and ``augmentation_strength`` left unset from the image dimension
+        (measured per dimension)."""
         if self.arch is None:
             self.arch = "resnet10" if self.dims == 2 else "resnet18"
         if self.epochs is None:
             self.epochs = 60 if self.dims == 2 else 24
+        if self.augmentation_strength is None:
+            self.augmentation_strength = 0.5 if self.dims == 2 else 0.25
         return self
 
 

@@ -27,11 +27,15 @@ def test_settings_refuse_unknown_methods_and_a_missing_baseline() -> None:
 
 def test_recipe_is_filled_per_dimension_and_overrides_win(tmp_path: Path) -> None:
     """2D: resnet10 for 60 epochs (far fewer missed runs than 24 epochs of resnet18; side by side, in less demo
-    time); 3D keeps resnet18 for 24; explicit values win; the runs go side by side unless told otherwise."""
+    time); 3D keeps resnet18 for 24; augmentation strength 0.5 in 2D, 0.25 in 3D (docs/baselines.md); explicit
+    values win; the runs go side by side unless told otherwise."""
     from medcl.demo import base_config
 
     two, three = DemoSettings(), DemoSettings(dims=3)
     assert (two.arch, two.epochs, three.arch, three.epochs) == ("resnet10", 60, "resnet18", 24)
+    assert (two.augmentation_strength, three.augmentation_strength) == (0.5, 0.25)
+    assert DemoSettings(dims=3, augmentation_strength=1.0).augmentation_strength == 1.0
+    assert base_config(tmp_path / "manifest.yaml", three).augmentation.strength == 0.25
     assert two.jobs == "auto" and DemoSettings(jobs=1).jobs == 1
     mine = DemoSettings.preset("default", epochs=7, dims=2).model_copy(update={"arch": "resnet18"})
     assert (mine.arch, mine.epochs) == ("resnet18", 7)
