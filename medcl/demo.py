@@ -81,7 +81,7 @@ class DemoSettings(BaseModel):
     augmentation_strength: float | None = Field(
         None, ge=0, description="scales every augmentation magnitude; None: 0.5 in 2D (at 1.0 the xray2d views cost "
         "DU about 8 held-out AUC points on the small 32^2 demo images), 0.25 in 3D (at 0.5 the 32^3 views cost "
-        "SimCLR about 18 points and DU about 10; docs/baselines.md)")
+        "SimCLR about 18 points and DU about 11; docs/baselines.md)")
     augmentation_backend: Literal["monai", "batched"] = "batched"
     vae_epochs: int = Field(15, ge=1)
     probe_folds: int = Field(5, ge=2)
